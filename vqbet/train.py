@@ -1,0 +1,139 @@
+"""Training loops as plain functions. Phase 1: fit the action tokenizer on action chunks."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from vqbet.quantize import anneal_temperature
+from vqbet.tokenizer import ActionTokenizer
+
+
+@dataclass
+class TokenizerFitConfig:
+    """How `fit_tokenizer` trains."""
+
+    steps: int = 2000
+    """Optimiser steps."""
+    batch_size: int = 256
+    """Chunks per step."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (cosine decay to 10% after a 5% warm-up)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay on weight matrices only."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping; 0 disables."""
+    gumbel_start: float = 1.0
+    """Initial Gumbel-softmax temperature (used when the quantiser's gradient is "gumbel")."""
+    gumbel_end: float = 0.1
+    """Final Gumbel-softmax temperature, reached at the last step."""
+    seed: int = 0
+    """Seeds the batch order and the quantiser's random choices."""
+    log_every: int = 50
+    """Steps between history records (and tensorboard points)."""
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0.1 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: weight decay on matrices (ndim >= 2) only, not biases or norms."""
+    decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def fit_tokenizer(
+    tokenizer: ActionTokenizer,
+    chunks: Tensor | np.ndarray,
+    config: TokenizerFitConfig | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    log_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train `tokenizer` on action chunks (N, T, A) in raw units; returns the logged history.
+
+    Fits the tokenizer's action normaliser on `chunks` first (unless already fitted), then runs
+    AdamW on reconstruction + quantiser loss. Leaves the tokenizer in eval mode on `device`. With
+    `log_dir`, writes losses and per-layer perplexity/usage to tensorboard.
+    """
+    config = config or TokenizerFitConfig()
+    data = torch.as_tensor(np.asarray(chunks) if not isinstance(chunks, Tensor) else chunks)
+    data = data.to(torch.float32)
+    tokenizer.check_actions(data, name="chunks")
+    if data.shape[0] < 2:
+        raise ValueError(f"chunks must hold at least 2 chunks, got {data.shape[0]}")
+    if not bool(tokenizer.normalizer.fitted):
+        tokenizer.normalizer.fit(data)
+
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    tokenizer.to(device).train()
+    optimizer = torch.optim.AdamW(decay_groups(tokenizer, config.weight_decay), lr=config.lr)
+    warmup = max(1, config.steps // 20)
+    writer = _summary_writer(log_dir)
+    gumbel = tokenizer.config.gradient == "gumbel"
+    history: list[dict[str, float]] = []
+    batch_size = min(config.batch_size, data.shape[0])
+    started = time.perf_counter()
+    bar = tqdm(range(config.steps), desc="tokenizer", disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * lr_factor(step, config.steps, warmup)
+        if gumbel:
+            tokenizer.quantizer.set_temperature(
+                anneal_temperature(step, start=config.gumbel_start, end=config.gumbel_end, steps=config.steps)
+            )
+        idx = torch.randint(data.shape[0], (batch_size,), generator=generator)
+        batch = data[idx].to(device, non_blocking=True)
+        out = tokenizer(batch)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), config.grad_clip)
+        optimizer.step()
+
+        if step % config.log_every == 0 or step == config.steps - 1:
+            record = {
+                "step": float(step),
+                "loss": out.loss.item(),
+                "reconstruction_loss": out.reconstruction_loss.item(),
+                "quantizer_loss": out.quantizer_loss.item(),
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - started,
+                **out.usage.as_dict(),
+            }
+            history.append(record)
+            bar.set_postfix(recon=f"{record['reconstruction_loss']:.4f}")
+            if writer is not None:
+                for key, value in record.items():
+                    if key != "step":
+                        writer.add_scalar(f"tokenizer/{key}", value, step)
+    if writer is not None:
+        writer.close()
+    tokenizer.eval()
+    return history
+
+
+def _summary_writer(log_dir: str | os.PathLike | None):
+    if log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir))
