@@ -19,7 +19,8 @@ def brute_force(x, codebook):
 @pytest.mark.parametrize(("n", "k", "d", "block"), [(100, 7, 3, 1 << 22), (5000, 64, 16, 1000)])
 def test_nearest_code_equals_brute_force(n, k, d, block):
     x, codebook = torch.randn(n, d), torch.randn(k, d)
-    codes, dist = nearest_code(x, codebook, block_elements=block)  # block < n*k: chunked path
+    codes, offsets = nearest_code(x, codebook, block_elements=block)  # block < n*k: chunked path
+    dist = offsets + x.square().sum(1)
     assert torch.equal(codes, brute_force(x, codebook))
     expected = (x - codebook[codes]).square().sum(1)
     torch.testing.assert_close(dist, expected, atol=1e-4, rtol=1e-4)

@@ -56,28 +56,29 @@ def batch_usage(codes: Tensor, codebook_size: int, running: Tensor, threshold: f
 
     One bincount over all layers and a few (L, K) reductions: cheap enough for every step.
     """
-    layers = running.reshape(-1, codebook_size).shape[0]
+    layers = running.numel() // codebook_size
     codes = codes.reshape(-1, layers)
-    offsets = torch.arange(layers, device=codes.device) * codebook_size
-    counts = torch.bincount((codes + offsets).reshape(-1), minlength=layers * codebook_size)
+    if layers > 1:
+        codes = codes + torch.arange(0, layers * codebook_size, codebook_size, device=codes.device)
+    counts = torch.bincount(codes.reshape(-1), minlength=layers * codebook_size)
     counts = counts.reshape(layers, codebook_size).to(torch.float32)
     probs = counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
-    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=1)
     return CodebookUsage(
-        perplexity=entropy.exp(),
-        used_fraction=(counts > 0).float().mean(dim=1),
-        dead_codes=(running.reshape(layers, -1) < threshold).sum(dim=1).to(torch.float32),
+        perplexity=torch.special.entr(probs).sum(dim=1).exp(),
+        used_fraction=torch.count_nonzero(counts, dim=1) / codebook_size,
+        dead_codes=(running.reshape(layers, codebook_size) < threshold).sum(dim=1).float(),
     )
 
 
 def nearest_code(x: Tensor, codebook: Tensor, block_elements: int = 1 << 22) -> tuple[Tensor, Tensor]:
     """Nearest codebook row for each row of x, by squared Euclidean distance.
 
-    x (N, D), codebook (K, D) -> (codes (N,) int64, squared distance to that code (N,) float32).
-    The distance is |x|^2 - 2 x.e + |e|^2, a matmul; |x|^2 does not change the argmin and is added
-    after it. Rows go in blocks of about `block_elements` distances (16 MB by default) so memory
-    stays bounded for any N*K. `torch.min` with indices is used rather than `argmin`: on CPU it is
-    ~1.4x faster. Always float32: bf16 distances pick wrong codes.
+    x (N, D), codebook (K, D) -> (codes (N,) int64, offsets (N,) float32), where the squared distance
+    to the chosen code is `offsets + |x|^2`. The distance |x|^2 - 2 x.e + |e|^2 is a matmul; |x|^2
+    does not change the argmin and is left to callers that need it. Rows go in blocks of about
+    `block_elements` distances (16 MB by default) so memory stays bounded for any N*K. `torch.min`
+    with indices is used rather than `argmin`: on CPU it is ~1.4x faster. Always float32: bf16
+    distances pick wrong codes.
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
         x = x.float()
@@ -97,8 +98,7 @@ def nearest_code(x: Tensor, codebook: Tensor, block_elements: int = 1 << 22) -> 
                 part = block[: stop - start]
                 torch.addmm(e_sq, x[start:stop], codebook_t, alpha=-2.0, out=part)
                 torch.min(part, dim=1, out=(values[start:stop], codes[start:stop]))
-        x_sq = torch.linalg.vector_norm(x, dim=1).square_()
-        return codes, values.add_(x_sq).clamp_min_(0.0)
+        return codes, values
 
 
 def squared_distances(x: Tensor, codebook: Tensor) -> Tensor:

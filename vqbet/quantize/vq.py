@@ -227,7 +227,7 @@ class VectorQuantizer(nn.Module):
             codes = soft.argmax(dim=1)
             quantized = soft.to(self.codebook.dtype) @ self.codebook
         else:
-            codes, sq_dist = nearest_code(flat, self.codebook.detach(), self.block_elements)
+            codes, offsets = nearest_code(flat, self.codebook.detach(), self.block_elements)
             wants_grad = torch.is_grad_enabled() and (flat.requires_grad or self.codebook.requires_grad)
             if out is not None and not wants_grad:
                 quantized = torch.index_select(self.codebook, 0, codes, out=out.view(-1, self.dim))
@@ -247,8 +247,11 @@ class VectorQuantizer(nn.Module):
         else:  # no gradient wanted: the same loss value from the search's distances
             weight = self.commitment_weight + (0.0 if self.ema else 1.0)
             if use_gumbel:
-                sq_dist = (flat - quantized).square().sum(dim=1)
-            loss = weight * sq_dist.mean() / self.dim
+                mean_sq_dist = (flat - quantized).square().sum(dim=1).mean()
+            else:  # mean |x - q|^2 from the search: mean(offsets) + mean |x|^2, two reductions
+                n = flat.shape[0]
+                mean_sq_dist = offsets.mean() + torch.linalg.vector_norm(flat).square() / max(n, 1)
+            loss = weight * mean_sq_dist.clamp_min(0.0) / self.dim
             result = quantized
 
         if self.training:
