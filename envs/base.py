@@ -1,0 +1,118 @@
+"""Shared base of the planar MuJoCo tasks: asset loading, rendering settings, instability checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mujoco
+import numpy as np
+from gymnasium.envs.mujoco import MujocoEnv
+from gymnasium.spaces import Box
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+_INSTABILITY_WARNINGS = (
+    mujoco.mjtWarning.mjWARN_BADQACC,
+    mujoco.mjtWarning.mjWARN_BADQPOS,
+    mujoco.mjtWarning.mjWARN_BADQVEL,
+)
+
+TOP_CAMERA = {"distance": 3.0, "elevation": -90.0, "azimuth": 90.0, "lookat": np.zeros(3)}
+
+
+class PlanarTaskEnv(MujocoEnv):
+    """A MujocoEnv seen from above, with a position-controlled point agent on slide joints.
+
+    Subclasses give the XML file, the observation size and the task logic (`_task_reset`,
+    `_task_step`, `_get_obs`). A step whose state is not finite ends the episode as a failure with
+    `info["unstable"] = True`, so an evaluation can go on.
+    """
+
+    metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 20}  # noqa: RUF012
+
+    def __init__(
+        self,
+        xml_file: str,
+        obs_size: int,
+        frame_skip: int = 5,
+        render_mode: str | None = None,
+        width: int = 96,
+        height: int = 96,
+        **kwargs: Any,
+    ) -> None:
+        # Every feature of these tasks (positions in the walled arena, flags, sin/cos) is within 1.5.
+        observation_space = Box(low=-1.5, high=1.5, shape=(obs_size,), dtype=np.float64)
+        MujocoEnv.__init__(
+            self,
+            str(ASSETS / xml_file),
+            frame_skip,
+            observation_space=observation_space,
+            render_mode=render_mode,
+            width=width,
+            height=height,
+            default_camera_config=TOP_CAMERA,
+            **kwargs,
+        )
+        self.metadata = dict(self.metadata, render_fps=round(1.0 / self.dt))
+        self._agent_x = self.model.jnt_qposadr[self.model.joint("agent_x").id]
+        self._agent_y = self.model.jnt_qposadr[self.model.joint("agent_y").id]
+
+    # -- helpers ---------------------------------------------------------------------------
+    @property
+    def agent_pos(self) -> np.ndarray:
+        """(2,) agent position in the plane."""
+        return self.data.qpos[[self._agent_x, self._agent_y]].copy()
+
+    def body_xy(self, name: str) -> np.ndarray:
+        """(2,) position of a body in the plane."""
+        return self.data.body(name).xpos[:2].copy()
+
+    def _warnings(self) -> int:
+        return sum(int(self.data.warning[w].number) for w in _INSTABILITY_WARNINGS)
+
+    def _unstable(self, warnings_before: int) -> bool:
+        # MuJoCo resets the state itself on a bad acceleration and only counts a warning.
+        finite = np.isfinite(self.data.qpos).all() and np.isfinite(self.data.qvel).all()
+        return not finite or self._warnings() > warnings_before
+
+    # -- gymnasium API ---------------------------------------------------------------------
+    def step(self, action: np.ndarray):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}")
+        warnings_before = self._warnings()
+        self.do_simulation(np.clip(action, -1.0, 1.0), self.frame_skip)
+        if self._unstable(warnings_before):
+            mujoco.mj_resetData(self.model, self.data)
+            info = self._task_info()
+            info.update(is_success=False, unstable=True)
+            return self._get_obs(), 0.0, True, False, info
+        reward, terminated = self._task_step()
+        if self.render_mode == "human":
+            self.render()
+        info = self._task_info()
+        info["unstable"] = False
+        return self._get_obs(), float(reward), bool(terminated), False, info
+
+    def reset_model(self) -> np.ndarray:
+        self._task_reset()
+        return self._get_obs()
+
+    def _get_reset_info(self) -> dict[str, Any]:
+        info = self._task_info()
+        info["unstable"] = False
+        return info
+
+    # -- to be written by each task --------------------------------------------------------
+    def _task_reset(self) -> None:
+        raise NotImplementedError
+
+    def _task_step(self) -> tuple[float, bool]:
+        raise NotImplementedError
+
+    def _task_info(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _get_obs(self) -> np.ndarray:
+        raise NotImplementedError

@@ -1,0 +1,106 @@
+"""Environment benchmark: stepping, expert and rendering speed, expert success and mode entropy.
+
+    python scripts/bench_envs.py [--episodes 200] [--tasks MultiReach BlockPush]
+
+Per task: raw env steps/s (random actions, one process), expert steps/s (expert + env), 96x96
+frames/s (each checked not blank), expert success and completion-order entropy over `--episodes`
+seeded episodes, and collection episodes/s with 2 processes (scripts/collect.py's function).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import argparse
+import collections
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from collect import collect, order_entropy  # noqa: E402
+
+import envs  # noqa: E402
+from envs.rollout import expert_episode  # noqa: E402
+from envs.stats import wilson_interval  # noqa: E402
+
+
+def raw_steps_per_second(env_id: str, steps: int = 5000) -> float:
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, (steps, *env.action_space.shape))
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def render_fps(env_id: str, frames: int = 300) -> float:
+    env = gym.make(env_id, render_mode="rgb_array")
+    env.reset(seed=0)
+    env.render()
+    start = time.perf_counter()
+    for _ in range(frames):
+        env.step(env.action_space.sample())
+        frame = env.render()
+    seconds = time.perf_counter() - start
+    if frame.shape != (96, 96, 3) or frame.std() < 10:
+        raise RuntimeError(f"{env_id}: rendered frame is blank or misshapen: {frame.shape}")
+    return frames / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--tasks", nargs="*", default=sorted(envs.TASKS))
+    args = parser.parse_args()
+    print(
+        "| task | raw steps/s | expert steps/s | 96x96 frames/s | expert success (95% CI) "
+        "| orders seen | order entropy / uniform max | collect eps/s (2 procs) |"
+    )
+    print("|---" * 8 + "|")
+    for task in args.tasks:
+        env_id = f"vqbet/{task}-v0"
+        raw = raw_steps_per_second(env_id)
+        fps = render_fps(env_id)
+        env = gym.make(env_id)
+        start, steps, results = time.perf_counter(), 0, []
+        for i in range(args.episodes):
+            episode = expert_episode(env, seed=100_000 + i)
+            steps += episode["length"]
+            results.append(episode)
+        expert_sps = steps / (time.perf_counter() - start)
+        wins = [r for r in results if r["success"]]
+        low, high = wilson_interval(len(wins), len(results))
+        orders = [r["order"] for r in wins]
+        entropy = order_entropy(orders)
+        max_entropy = math.log(env.unwrapped.num_modes)
+        with tempfile.TemporaryDirectory() as tmp:
+            n = max(20, args.episodes // 4)
+            start = time.perf_counter()
+            collect(env_id, n, Path(tmp) / "d.hdf5", workers=2, progress=False)
+            collect_eps = n / (time.perf_counter() - start)
+        print(
+            f"| {task} | {raw:,.0f} | {expert_sps:,.0f} | {fps:,.0f} "
+            f"| {len(wins)}/{len(results)} ({low:.2f}-{high:.2f}) "
+            f"| {len(collections.Counter(orders))}/{env.unwrapped.num_modes} "
+            f"| {entropy:.3f} / {max_entropy:.3f} = {100 * entropy / max_entropy:.0f}% "
+            f"| {collect_eps:.1f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Dataset layer: HDF5 and Minari round trips, windows against brute force, bad input."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from vqbet.data import EpisodeData, TrajectoryWindows, read_hdf5, split_episodes, write_hdf5
+
+
+def random_data(seed=0, lengths=(5, 1, 9, 3), images=False) -> EpisodeData:
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for t in lengths:
+        episode = {
+            "obs": rng.normal(size=(t, 3)).astype(np.float32),
+            "action": rng.normal(size=(t, 2)).astype(np.float32),
+        }
+        if images:
+            episode["image"] = rng.integers(0, 255, size=(t, 8, 8, 3), dtype=np.uint8)
+        episodes.append(episode)
+    return EpisodeData.from_episodes(episodes, attrs={"task_id": "x", "modes": {"[0, 1]": 3}, "n": 4})
+
+
+def brute_force_window(data, episode, t, to, ta):
+    """Item anchored at step t (relative) of an episode, built by explicit loops."""
+    ep = data.episode(episode)
+    obs, act, mask = [], [], []
+    for j in range(to):
+        u = max(0, t - (to - 1 - j))
+        obs.append(ep["obs"][u])
+        row, row_mask = [], []
+        for k in range(ta):
+            v = u + k
+            row_mask.append(v < len(ep["obs"]))
+            row.append(ep["action"][min(v, len(ep["obs"]) - 1)])
+        act.append(row)
+        mask.append(row_mask)
+    return np.array(obs), np.array(act), np.array(mask)
+
+
+@pytest.mark.parametrize(("to", "ta"), [(1, 1), (3, 4), (10, 2)])
+def test_windows_equal_brute_force(to, ta):
+    data = random_data(seed=to * 10 + ta)
+    windows = TrajectoryWindows(data, obs_window=to, action_chunk=ta)
+    assert len(windows) == data.num_steps
+    i = 0
+    for episode in range(data.num_episodes):
+        for t in range(len(data.episode(episode)["obs"])):
+            item = windows[i]
+            obs, act, mask = brute_force_window(data, episode, t, to, ta)
+            assert item["obs"].shape == (to, 3) and item["action"].shape == (to, ta, 2)
+            assert np.array_equal(item["obs"].numpy(), obs)
+            assert np.array_equal(item["action"].numpy(), act)
+            assert np.array_equal(item["action_mask"].numpy(), mask)
+            i += 1
+
+
+def test_windows_subset_split_and_loader():
+    data = random_data()
+    train, val = split_episodes(data.num_episodes, 0.25, seed=0)
+    assert len(val) == 1 and sorted(np.concatenate([train, val]).tolist()) == [0, 1, 2, 3]
+    windows = TrajectoryWindows(data, 2, 3, episodes=train)
+    assert len(windows) == sum(len(data.episode(e)["obs"]) for e in train)
+    chunks = windows.action_chunks()
+    assert chunks.shape == (len(windows), 3, 2)
+    loader = torch.utils.data.DataLoader(windows, batch_size=4, num_workers=2)
+    batch = next(iter(loader))
+    assert batch["obs"].shape == (4, 2, 3) and batch["action_mask"].dtype == torch.bool
+
+
+def test_hdf5_round_trip_is_exact(tmp_path):
+    data = random_data(images=True)
+    path = write_hdf5(tmp_path / "d.hdf5", data)
+    assert [p.name for p in tmp_path.iterdir()] == ["d.hdf5"]  # no temp file left
+    back = read_hdf5(path)
+    assert np.array_equal(back.obs, data.obs) and np.array_equal(back.action, data.action)
+    assert np.array_equal(back.episode_ends, data.episode_ends)
+    assert back.attrs == data.attrs
+    assert isinstance(back.image, h5py.Dataset)  # images stay on disk until indexed
+    assert np.array_equal(back.image[()], data.image)
+    windows = TrajectoryWindows(back, 3, 2, with_images=True)
+    obs_idx, _, _ = windows.indices(0)
+    assert np.array_equal(windows[0]["image"].numpy(), data.image[obs_idx])
+    assert np.array_equal(read_hdf5(path, load_images=True).image, data.image)
+
+
+def test_minari_round_trip_is_exact(tmp_path):
+    pytest.importorskip("minari")
+    from vqbet.data.minari_io import export_minari, read_minari
+
+    data = random_data()
+    export_minari(data, "vqbet/test/expert-v0", root=tmp_path)
+    back = read_minari("vqbet/test/expert-v0", root=tmp_path)
+    assert np.array_equal(back.obs, data.obs) and np.array_equal(back.action, data.action)
+    assert np.array_equal(back.episode_ends, data.episode_ends)
+    assert back.attrs == data.attrs
+    with pytest.raises(FileNotFoundError, match="not found locally"):
+        read_minari("vqbet/test/missing-v0", root=tmp_path)
+
+
+def write_raw(path, **arrays):
+    with h5py.File(path, "w") as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value)
+
+
+def good_arrays():
+    return {
+        "obs": np.zeros((6, 3), np.float32),
+        "action": np.zeros((6, 2), np.float32),
+        "episode_ends": np.array([2, 6]),
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"obs": None}, r"missing key\(s\) \['obs'\]"),
+        ({"episode_ends": None}, "episode_ends"),
+        ({"obs": np.full((6, 3), np.nan, np.float32)}, "'obs' holds NaN or inf"),
+        ({"action": np.full((6, 2), np.inf, np.float32)}, "'action' holds NaN or inf"),
+        ({"episode_ends": np.array([4, 2])}, "strictly increasing"),
+        ({"episode_ends": np.array([2, 9])}, "ends at 9, but there are 6 steps"),
+        ({"episode_ends": np.array([], dtype=np.int64)}, "at least one episode"),
+        ({"action": np.zeros((5, 2), np.float32)}, "lengths must match"),
+        ({"obs": np.zeros(6, np.float32)}, "must be 2-D"),
+    ],
+)
+def test_bad_files_raise_naming_file_and_key(tmp_path, change, message):
+    arrays = good_arrays()
+    for key, value in change.items():
+        if value is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = value
+    path = tmp_path / "bad.hdf5"
+    write_raw(path, **arrays)
+    with pytest.raises(ValueError, match=message) as err:
+        read_hdf5(path)
+    assert "bad.hdf5" in str(err.value)
+
+
+def test_missing_truncated_and_foreign_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_hdf5(tmp_path / "nope.hdf5")
+    path = tmp_path / "good.hdf5"
+    write_raw(path, **good_arrays())
+    raw = path.read_bytes()
+    (tmp_path / "cut.hdf5").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match=r"cut\.hdf5"):
+        read_hdf5(tmp_path / "cut.hdf5")
+    (tmp_path / "text.hdf5").write_text("obs,action\n1,2\n")
+    with pytest.raises(ValueError, match="not a readable HDF5 file"):
+        read_hdf5(tmp_path / "text.hdf5")
+
+
+def test_window_arguments_are_checked():
+    data = random_data()
+    with pytest.raises(ValueError, match="obs_window"):
+        TrajectoryWindows(data, 0, 1)
+    with pytest.raises(ValueError, match="no 'image'"):
+        TrajectoryWindows(data, 1, 1, with_images=True)
+    with pytest.raises(ValueError, match="episode indices"):
+        TrajectoryWindows(data, 1, 1, episodes=[7])

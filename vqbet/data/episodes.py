@@ -1,0 +1,96 @@
+"""Demonstrations in memory: flat per-step arrays plus episode boundaries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class EpisodeData:
+    """All steps of all episodes, concatenated.
+
+    obs (N, D) float, action (N, A) float, episode_ends (E,) int64: the exclusive end index of each
+    episode, strictly increasing, last one == N. image (N, H, W, 3) uint8 is optional (an array or a
+    lazily read HDF5 dataset). attrs holds metadata (task id, expert, seeds, versions, ...).
+    """
+
+    obs: np.ndarray
+    action: np.ndarray
+    episode_ends: np.ndarray
+    image: Any = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        self.episode_ends = np.asarray(self.episode_ends, dtype=np.int64)
+        validate(self)
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.episode_ends.shape[0])
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.obs.shape[0])
+
+    @property
+    def episode_starts(self) -> np.ndarray:
+        """(E,) first index of each episode."""
+        return np.concatenate([[0], self.episode_ends[:-1]]).astype(np.int64)
+
+    def episode(self, index: int) -> dict[str, np.ndarray]:
+        """The steps of one episode: {"obs": (T, D), "action": (T, A)}."""
+        start, end = self.episode_starts[index], self.episode_ends[index]
+        return {"obs": self.obs[start:end], "action": self.action[start:end]}
+
+    @staticmethod
+    def from_episodes(
+        episodes: list[dict[str, np.ndarray]], attrs: dict[str, Any] | None = None
+    ) -> EpisodeData:
+        """Concatenate a list of {"obs": (T, D), "action": (T, A)[, "image": (T, H, W, 3)]}."""
+        if not episodes:
+            raise ValueError("from_episodes: no episodes given")
+        lengths = [len(e["obs"]) for e in episodes]
+        image = None
+        if all("image" in e for e in episodes):
+            image = np.concatenate([e["image"] for e in episodes]).astype(np.uint8)
+        return EpisodeData(
+            obs=np.concatenate([e["obs"] for e in episodes]).astype(np.float32),
+            action=np.concatenate([e["action"] for e in episodes]).astype(np.float32),
+            episode_ends=np.cumsum(lengths),
+            image=image,
+            attrs=dict(attrs or {}),
+        )
+
+
+def validate(data: EpisodeData) -> None:
+    """Raise ValueError naming the source and key for any inconsistency."""
+    src = data.source
+    for key in ("obs", "action"):
+        array = getattr(data, key)
+        if array.ndim != 2:
+            raise ValueError(f"{src}: '{key}' must be 2-D (steps, features), got shape {array.shape}")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(f"{src}: '{key}' must be floating point, got {array.dtype}")
+        if not np.isfinite(array).all():
+            bad = np.argwhere(~np.isfinite(array))[0]
+            raise ValueError(f"{src}: '{key}' holds NaN or inf (first at row {bad[0]})")
+    n = data.obs.shape[0]
+    if data.action.shape[0] != n:
+        raise ValueError(
+            f"{src}: 'obs' has {n} steps but 'action' has {data.action.shape[0]}: lengths must match"
+        )
+    ends = data.episode_ends
+    if ends.ndim != 1 or ends.shape[0] == 0:
+        raise ValueError(f"{src}: 'episode_ends' must list at least one episode, got shape {ends.shape}")
+    if (np.diff(ends) <= 0).any() or ends[0] <= 0:
+        raise ValueError(f"{src}: 'episode_ends' must be strictly increasing and positive")
+    if ends[-1] != n:
+        raise ValueError(f"{src}: 'episode_ends' ends at {ends[-1]}, but there are {n} steps")
+    if data.image is not None:
+        shape = tuple(data.image.shape)
+        if len(shape) != 4 or shape[0] != n or shape[-1] != 3:
+            raise ValueError(f"{src}: 'image' must be ({n}, H, W, 3), got {shape}")

@@ -1,0 +1,92 @@
+"""The native dataset file: one HDF5 file.
+
+Layout (all at the root):
+    obs           (N, D) float32   observation of every step, episodes concatenated
+    action        (N, A) float32   action taken at that step
+    episode_ends  (E,)   int64     exclusive end index of each episode (last == N)
+    image         (N, H, W, 3) uint8, optional, chunked one frame per chunk, read lazily
+    attributes    metadata: task id, expert, seeds, library versions, success rate, modes, ...
+                  (JSON-encoded strings for anything that is not a plain number or string)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from vqbet.data.episodes import EpisodeData
+
+REQUIRED = ("obs", "action", "episode_ends")
+
+
+def write_hdf5(path: str | os.PathLike, data: EpisodeData) -> Path:
+    """Write `data` to `path` atomically: a temporary file in the same folder, then a rename."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("obs", data=np.asarray(data.obs, dtype=np.float32))
+            f.create_dataset("action", data=np.asarray(data.action, dtype=np.float32))
+            f.create_dataset("episode_ends", data=data.episode_ends.astype(np.int64))
+            if data.image is not None:
+                image = np.asarray(data.image, dtype=np.uint8)
+                f.create_dataset("image", data=image, chunks=(1, *image.shape[1:]), compression="lzf")
+            for key, value in data.attrs.items():
+                f.attrs[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def _attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def read_hdf5(path: str | os.PathLike, load_images: bool = False) -> EpisodeData:
+    """Read a dataset written by `write_hdf5`. Images stay on disk (an h5py dataset, read per
+    index) unless `load_images`; the file then stays open for as long as the data lives."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"dataset file {file} does not exist")
+    try:
+        handle = h5py.File(file, "r")
+    except OSError as err:
+        raise ValueError(f"{file} is not a readable HDF5 file (truncated or another format): {err}") from None
+    try:
+        missing = [key for key in REQUIRED if key not in handle]
+        if missing:
+            raise ValueError(f"{file}: missing key(s) {missing}; a vqbet dataset holds {list(REQUIRED)}")
+        try:
+            obs = handle["obs"][()]
+            action = handle["action"][()]
+            ends = handle["episode_ends"][()]
+        except (OSError, KeyError) as err:
+            raise ValueError(f"{file}: could not read the arrays (truncated file?): {err}") from None
+        image = None
+        if "image" in handle:
+            image = handle["image"][()] if load_images else handle["image"]
+        attrs = {key: _attr(value) for key, value in handle.attrs.items()}
+        data = EpisodeData(
+            obs=obs, action=action, episode_ends=ends, image=image, attrs=attrs, source=str(file)
+        )
+    except BaseException:
+        handle.close()
+        raise
+    if image is None or load_images:
+        handle.close()
+    return data
