@@ -3,6 +3,12 @@
 Imports only gymnasium, mujoco and numpy: demonstrations can be collected without torch.
 """
 
+import os
+
+# Headless machines render offscreen through EGL unless the user chose a backend (or has a display).
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+    os.environ["MUJOCO_GL"] = "egl"
+
 from gymnasium.envs.registration import register
 
 TASKS = {

@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from collect import collect, order_entropy  # noqa: E402
+from collect import collect  # noqa: E402
 
 import envs  # noqa: E402
 from envs.rollout import expert_episode  # noqa: E402
-from envs.stats import wilson_interval  # noqa: E402
+from vqbet.metrics import order_entropy, wilson_interval  # noqa: E402
 
 
 def raw_steps_per_second(env_id: str, steps: int = 5000) -> float:

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +27,7 @@ if str(ROOT) not in sys.path:
 import envs  # noqa: E402, F401  (registers the tasks)
 from envs.rollout import expert_episode  # noqa: E402
 from vqbet.data import EpisodeData, write_hdf5  # noqa: E402
+from vqbet.metrics import order_entropy  # noqa: E402
 
 _ENV: gym.Env | None = None
 
@@ -40,13 +40,6 @@ def _worker_episode(job: tuple[str, int, bool]) -> dict:
     episode = expert_episode(_ENV, seed, images=images)
     episode.pop("info")
     return episode
-
-
-def order_entropy(orders: list[tuple]) -> float:
-    """Entropy (nats) of the empirical distribution of completion orders."""
-    counts = np.array(list(collections.Counter(orders).values()), dtype=float)
-    p = counts / counts.sum()
-    return float(-(p * np.log(p)).sum())
 
 
 def versions() -> dict[str, str]:

@@ -127,6 +127,7 @@ def fit_tokenizer(
                         writer.add_scalar(f"tokenizer/{key}", value, step)
     if writer is not None:
         writer.close()
+    optimizer.zero_grad(set_to_none=True)
     tokenizer.eval()
     return history
 

@@ -1,0 +1,208 @@
+"""VQBeTPolicy: losses, multimodality, acting modes, persistence, any number of RVQ layers."""
+
+import numpy as np
+import pytest
+import torch
+
+from vqbet import ActionTokenizer, TokenizerFitConfig, fit_tokenizer
+from vqbet.data import EpisodeData, TrajectoryWindows
+from vqbet.policy import VQBeTConfig, VQBeTPolicy
+from vqbet.train_policy import PolicyTrainConfig, train_policy
+
+TA = 4
+
+
+def two_mode_data(episodes: int = 60, length: int = 12, seed: int = 0) -> EpisodeData:
+    """From the same start (0, 0) half the episodes move up, half down: a 2-mode dataset."""
+    rng = np.random.default_rng(seed)
+    eps = []
+    for i in range(episodes):
+        direction = 1.0 if i % 2 == 0 else -1.0
+        velocity = np.array([0.3, direction], dtype=np.float32) + rng.normal(0, 0.02, 2).astype(np.float32)
+        pos = np.cumsum(np.repeat(velocity[None] * 0.1, length, 0), axis=0) - velocity * 0.1
+        eps.append({"obs": pos.astype(np.float32), "action": np.repeat(velocity[None], length, 0)})
+    return EpisodeData.from_episodes(eps)
+
+
+def make_policy(layers: int = 2, **overrides) -> VQBeTPolicy:
+    tok = ActionTokenizer(
+        action_dim=2, chunk_size=TA, num_layers=layers, codebook_size=8, latent_dim=16, hidden_dim=32
+    )
+    fields = dict(
+        obs_dim=2,
+        action_dim=2,
+        obs_window=3,
+        action_chunk=TA,
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        head_hidden=64,
+        code_embd=8,
+        dropout=0.0,
+    )
+    fields.update(overrides)
+    return VQBeTPolicy(VQBeTConfig(**fields), tok)
+
+
+def fitted_policy(tmp_path, layers=2, steps=300, **overrides):
+    torch.manual_seed(0)
+    data = two_mode_data()
+    windows = TrajectoryWindows(data, obs_window=3, action_chunk=TA)
+    policy = make_policy(layers, **overrides)
+    fit_tokenizer(policy.tokenizer, windows.action_chunks(), TokenizerFitConfig(steps=200), progress=False)
+    policy.obs_normalizer.fit(torch.from_numpy(data.obs))
+    cfg = PolicyTrainConfig(
+        steps=steps,
+        batch_size=64,
+        lr=3e-3,
+        warmup_steps=10,
+        eval_every=steps,
+        checkpoint_every=steps,
+        log_every=10,
+        device="cpu",
+    )
+    state = train_policy(policy, windows, None, cfg, tmp_path / "run", progress=False)
+    return policy.eval(), state
+
+
+def test_loss_decreases_and_metrics(tmp_path):
+    _, state = fitted_policy(tmp_path, steps=150)
+    losses = [h["loss"] for h in state["history"] if "loss" in h]
+    assert losses[-1] < 0.5 * losses[0]
+    last = [h for h in state["history"] if "code_accuracy/0" in h][-1]
+    assert {"code_accuracy/0", "code_accuracy/1", "offset_loss", "samples_per_s"} <= set(last)
+
+
+def test_policy_keeps_both_modes_where_regression_averages(tmp_path):
+    policy, _ = fitted_policy(tmp_path)
+    start = torch.zeros(400, 1, 2)  # the shared start state of both modes
+    torch.manual_seed(1)
+    chunks = policy.predict_action_chunk(start)
+    vertical = chunks[:, 0, 1]
+    up, down = (vertical > 0.5).float().mean().item(), (vertical < -0.5).float().mean().item()
+    assert up > 0.25 and down > 0.25 and up + down > 0.95  # both modes, nothing in between
+
+    # A unimodal MSE regressor on the same windows predicts the average: no mode at all.
+    data = two_mode_data()
+    obs = torch.from_numpy(data.obs)
+    act = torch.from_numpy(data.action)
+    torch.manual_seed(0)
+    regressor = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2))
+    opt = torch.optim.Adam(regressor.parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = (regressor(obs) - act).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert abs(regressor(torch.zeros(1, 2))[0, 1].item()) < 0.5
+
+
+def test_queue_calls_model_every_ta_steps_and_ensemble_every_step(monkeypatch):
+    policy = make_policy().eval()
+    calls = []
+    original = policy.predict_action_chunk
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(policy, "predict_action_chunk", spy)
+    obs = np.zeros((3, 2), np.float32)
+    for _ in range(2 * TA):
+        assert policy.select_action(obs).shape == (3, 2)
+    assert len(calls) == 2
+    policy.config.execution = "ensemble"
+    policy.reset()
+    calls.clear()
+    for _ in range(5):
+        policy.select_action(obs)
+    assert len(calls) == 5
+
+
+def test_reset_clears_history_and_pads_episode_start():
+    policy = make_policy().eval()
+    policy.select_action(np.ones((2, 2), np.float32))
+    assert torch.equal(policy._history, torch.ones(2, 3, 2))  # start padded by repetition
+    policy.select_action(np.full((2, 2), 2.0, np.float32))
+    assert torch.equal(policy._history[:, -1], torch.full((2, 2), 2.0))
+    policy.reset(np.array([True, False]))  # env 0 finished: only its history restarts
+    policy.select_action(np.full((2, 2), 5.0, np.float32))
+    assert torch.equal(policy._history[0], torch.full((3, 2), 5.0))
+    assert torch.equal(policy._history[1, :2], torch.tensor([[1.0, 1.0], [2.0, 2.0]]))
+    policy.reset()
+    assert policy._history is None and policy._queue is None
+
+
+def test_ensemble_averages_overlapping_chunks():
+    policy = make_policy(execution="ensemble").eval()
+    chunks = iter([torch.full((1, TA, 2), float(v)) for v in range(10)])
+    policy.predict_action_chunk = lambda *a, **k: next(chunks)
+    obs = np.zeros((1, 2), np.float32)
+    actions = [policy.select_action(obs)[0, 0].item() for _ in range(6)]
+    # step t averages the predictions made at t, t-1, ..., t-Ta+1: values t, t-1, ...
+    assert actions[:3] == pytest.approx([0.0, 0.5, 1.0])
+    assert actions[5] == pytest.approx(np.mean([5, 4, 3, 2]))
+
+
+def test_save_load_gives_identical_actions(tmp_path):
+    policy, _ = fitted_policy(tmp_path, steps=30)
+    policy.save_pretrained(tmp_path / "ckpt")
+    loaded = VQBeTPolicy.from_pretrained(tmp_path / "ckpt")
+    obs = np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32)
+    torch.manual_seed(3)
+    a = [policy.select_action(obs + i) for i in range(6)]
+    torch.manual_seed(3)
+    b = [loaded.select_action(obs + i) for i in range(6)]
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+    with pytest.raises(ValueError, match="obs_dim=2, but the task has obs_dim=6"):
+        VQBeTPolicy.from_pretrained(tmp_path / "ckpt", obs_dim=6)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("sequential", [True, False])
+def test_codes_for_any_number_of_layers(layers, sequential):
+    policy = make_policy(layers, sequential_codes=sequential)
+    batch = {"obs": torch.randn(4, 3, 2), "action": torch.randn(4, 3, TA, 2)}
+    policy.tokenizer.normalizer.fit(batch["action"].reshape(-1, 2))
+    loss, metrics = policy(batch)
+    loss.backward()
+    assert [k for k in metrics if k.startswith("code_accuracy")] == [
+        f"code_accuracy/{i}" for i in range(layers)
+    ]
+    assert policy.eval().predict_action_chunk(torch.randn(4, 3, 2)).shape == (4, TA, 2)
+
+
+@pytest.mark.parametrize("mode", ["prepend", "concat"])
+def test_goal_conditioning(mode):
+    policy = make_policy(goal_conditioning=mode, goal_dim=3).eval()
+    goal = torch.randn(2, 3)
+    assert policy.predict_action_chunk(torch.randn(2, 3, 2), goal).shape == (2, TA, 2)
+    with pytest.raises(ValueError, match="goal"):
+        policy.predict_action_chunk(torch.randn(2, 3, 2))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"obs_window": 0}, "obs_window"),
+        ({"n_embd": 30, "n_head": 4}, "divisible"),
+        ({"execution": "magic"}, "execution"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"goal_conditioning": "prepend"}, "goal_dim"),
+        ({"action_chunk": TA + 1}, "action_chunk"),
+    ],
+)
+def test_bad_configs_raise(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        make_policy(**overrides)
+
+
+def test_mismatched_inputs_raise():
+    policy = make_policy()
+    with pytest.raises(ValueError, match=r"\(B, T <= 3, 2\)"):
+        policy({"obs": torch.randn(4, 3, 5), "action": torch.randn(4, 3, TA, 2)})
+    with pytest.raises(ValueError, match="action must have shape"):
+        policy({"obs": torch.randn(4, 3, 2), "action": torch.randn(4, 3, TA, 3)})
+    with pytest.raises(ValueError, match=r"select_action: obs must have shape \(B, 2\)"):
+        policy.select_action(np.zeros(2))

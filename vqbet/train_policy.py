@@ -1,0 +1,240 @@
+"""Phase 2: train the policy on windows with the tokenizer frozen; checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from vqbet.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_json, read_tensors, write_folder
+from vqbet.policy import VQBeTPolicy
+from vqbet.train import decay_groups, lr_factor
+from vqbet.train_state import (
+    STATE_JSON,
+    STATE_TENSORS,
+    optimizer_from_files,
+    optimizer_to_files,
+    restore_rng,
+    rng_tensors,
+)
+
+
+@dataclass
+class PolicyTrainConfig:
+    """How `train_policy` trains."""
+
+    steps: int = 3000
+    """Optimiser steps."""
+    batch_size: int = 256
+    """Windows per step."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (linear warm-up, cosine decay to 10%)."""
+    warmup_steps: int = 100
+    """Linear warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay, on weight matrices only."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping; 0 disables."""
+    ema_decay: float = 0.0
+    """Exponential moving average of the weights used for acting and checkpoints; 0 = off."""
+    eval_every: int = 500
+    """Steps between validation losses (and best-checkpoint updates)."""
+    checkpoint_every: int = 500
+    """Steps between `last` checkpoints."""
+    log_every: int = 50
+    """Steps between history records / tensorboard points."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    seed: int = 0
+    """Seeds the batch order, initialisation and dropout."""
+    device: str = "auto"
+    """"auto" (CUDA when available), "cpu" or "cuda"."""
+    amp: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> cuda if available else cpu; "cuda" without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} asked for, but torch sees no CUDA GPU")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Batches for steps [start, stop): each epoch is a permutation seeded by (seed, epoch), so the
+    batch of any step can be recomputed and training resumes exactly where it stopped."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int) -> None:
+        if size < 1:
+            raise ValueError("StepBatchSampler: empty dataset")
+        self.size, self.batch_size = size, min(batch_size, size)
+        self.seed, self.start, self.stop = seed, start, stop
+        self.per_epoch = size // self.batch_size
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, perm = -1, None
+        for step in range(self.start, self.stop):
+            if step // self.per_epoch != epoch:
+                epoch = step // self.per_epoch
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                perm = torch.randperm(self.size, generator=g)
+            i = (step % self.per_epoch) * self.batch_size
+            yield perm[i : i + self.batch_size].tolist()
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def validation_loss(policy: VQBeTPolicy, data: Dataset, batch_size: int, device: torch.device) -> float:
+    """Mean loss over the whole validation set, in eval mode, in a fixed order."""
+    was_training = policy.training
+    policy.eval()
+    total, count = 0.0, 0
+    for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
+        loss, _ = policy(_to(batch, device))
+        total += loss.item() * batch["obs"].shape[0]
+        count += batch["obs"].shape[0]
+    policy.train(was_training)
+    return total / max(count, 1)
+
+
+def save_checkpoint(
+    folder: Path,
+    policy: VQBeTPolicy,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    acting: VQBeTPolicy,
+) -> None:
+    """One atomic folder: acting weights (EMA when on) + raw weights, optimizer, RNG and step."""
+    opt_tensors, opt_meta = optimizer_to_files(optimizer)
+    raw = {f"raw.{k}": v for k, v in policy.state_dict().items()}
+    write_folder(
+        folder,
+        json_files={CONFIG_FILE: acting.meta(), STATE_JSON: {**state, "optimizer": opt_meta}},
+        tensor_files={
+            WEIGHTS_FILE: acting.state_dict(),
+            STATE_TENSORS: {**opt_tensors, **raw, **rng_tensors()},
+        },
+    )
+
+
+def train_policy(
+    policy: VQBeTPolicy,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    config: PolicyTrainConfig,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str, float, int], None] | None = None,
+    on_eval: Callable[[VQBeTPolicy, int], dict[str, float]] | None = None,
+) -> dict[str, Any]:
+    """Train `policy` (its tokenizer already fitted) and write `run_dir/checkpoints/{last,best}`.
+
+    With `resume`, continues from `last`: weights, optimizer, schedule, RNG and batch order, so the
+    result equals an uninterrupted run. `log(name, value, step)` receives scalars (e.g. tensorboard);
+    `on_eval(acting_policy, step)` may add metrics (e.g. rollouts) at every evaluation.
+    """
+    device = resolve_device(config.device)
+    run_dir = Path(run_dir)
+    last, best = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
+    policy.freeze_tokenizer()
+    policy.to(device).train()
+    optimizer = torch.optim.AdamW(decay_groups(policy, config.weight_decay), lr=config.lr)
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    ema = copy.deepcopy(policy).eval() if config.ema_decay > 0 else None
+    state: dict[str, Any] = {"step": 0, "best_val": math.inf, "history": []}
+    if resume and (last / STATE_JSON).is_file():
+        state = read_json(last, STATE_JSON)
+        tensors = read_tensors(last, STATE_TENSORS)
+        policy.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("raw.")})
+        optimizer_from_files(optimizer, tensors, state.pop("optimizer"))
+        if ema is not None:
+            ema.load_state_dict(read_tensors(last, WEIGHTS_FILE))
+        restore_rng(tensors)
+    elif resume:
+        print(f"resume: no checkpoint in {last}; starting from step 0")
+        torch.manual_seed(config.seed)
+    else:
+        torch.manual_seed(config.seed)
+    start = int(state["step"])
+    sampler = StepBatchSampler(len(train_set), config.batch_size, config.seed, start, config.steps)
+    loader = DataLoader(
+        train_set,
+        batch_sampler=sampler,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        # Its own generator: a DataLoader draws worker seeds from the global RNG otherwise, which
+        # would shift the dropout stream of a resumed run.
+        generator=torch.Generator().manual_seed(config.seed + start),
+    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and config.amp)
+    bar = tqdm(total=config.steps, initial=start, desc="policy", disable=not progress, dynamic_ncols=True)
+    seen, tick = 0, time.perf_counter()
+    step = start
+    for step, batch in enumerate(loader, start=start + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * lr_factor(step - 1, config.steps, config.warmup_steps)
+        with autocast:
+            loss, metrics = policy(_to(batch, device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+        optimizer.step()
+        if ema is not None:
+            with torch.no_grad():
+                for e, p in zip(ema.parameters(), policy.parameters(), strict=True):
+                    e.lerp_(p, 1.0 - config.ema_decay)
+        seen += batch["obs"].shape[0]
+        bar.update()
+        acting = ema if ema is not None else policy
+        if step % config.log_every == 0 or step == config.steps:
+            now = time.perf_counter()
+            metrics.update(lr=optimizer.param_groups[0]["lr"], samples_per_s=seen / (now - tick))
+            seen, tick = 0, now
+            state["history"].append({"step": step, **metrics})
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc0=f"{metrics['code_accuracy/0']:.2f}")
+            if log is not None:
+                for key, value in metrics.items():
+                    log(f"train/{key}", value, step)
+        if step % config.eval_every == 0 or step == config.steps:
+            val = validation_loss(acting, val_set, config.batch_size, device) if val_set else metrics["loss"]
+            extra = on_eval(acting, step) if on_eval is not None else {}
+            state["history"].append({"step": step, "val_loss": val, **extra})
+            if log is not None:
+                log("val/loss", val, step)
+                for key, value in extra.items():
+                    log(f"eval/{key}", value, step)
+            if val < state["best_val"]:
+                state["best_val"] = val
+                state["best_step"] = step
+                acting.save_pretrained(best)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            state["step"] = step
+            save_checkpoint(last, policy, optimizer, state, acting)
+    bar.close()
+    state["step"] = step
+    (run_dir / "train_history.json").write_text(json.dumps(state["history"], indent=1))
+    return state
