@@ -74,7 +74,9 @@ def collect(
     probe.close()
     started = time.perf_counter()
     results = []
-    bar = tqdm(total=episodes, desc=f"collect {env_id}", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=episodes, desc=f"collect {env_id}", disable=None if progress else True, dynamic_ncols=True
+    )
     if workers > 1:
         with mp.get_context("spawn").Pool(workers) as pool:
             for episode in pool.imap(_worker_episode, jobs, chunksize=max(1, episodes // (8 * workers))):

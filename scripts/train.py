@@ -1,9 +1,10 @@
-"""Train VQ-BeT end to end: collect demonstrations if missing, fit the tokenizer, train the policy.
+"""Train a policy end to end: collect demonstrations if missing, phase 1 (tokenizer / bins /
+normaliser), phase 2 (policy), then evaluate the best checkpoint and write a report.
 
-python scripts/train.py                          # default task
-python scripts/train.py task=blockpush seed=1
-python scripts/train.py experiment=smoke         # seconds, for CI
-python scripts/train.py ... resume=true          # continue exactly from run_dir/checkpoints/last
+    python scripts/train.py                          # the default: VQ-BeT on the default task
+    python scripts/train.py task=blockpush policy=mlp seed=1
+    python scripts/train.py experiment=smoke         # seconds, for CI
+    python scripts/train.py ... resume=true          # continue exactly from run_dir/checkpoints/last
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -27,10 +30,16 @@ for path in (ROOT, ROOT / "scripts"):
 
 from collect import collect  # noqa: E402
 
+import envs  # noqa: E402, F401  (registers the tasks)
 from vqbet import ActionTokenizer, TokenizerConfig, TokenizerFitConfig, fit_tokenizer  # noqa: E402
+from vqbet.baselines import MLPConfig, MLPPolicy, load_policy, make_bet  # noqa: E402
 from vqbet.data import TrajectoryWindows, read_hdf5, split_episodes  # noqa: E402
+from vqbet.evaluate import evaluate  # noqa: E402
 from vqbet.policy import VQBeTConfig, VQBeTPolicy  # noqa: E402
-from vqbet.train_policy import PolicyTrainConfig, train_policy  # noqa: E402
+from vqbet.report import plot_curves, plot_orders, record_video, write_report  # noqa: E402
+from vqbet.train_policy import PolicyTrainConfig, resolve_device, train_policy  # noqa: E402
+
+EVAL_SEED = 1_000_000  # disjoint from the demonstration seeds 0..episodes-1
 
 
 def absolute(path: str) -> Path:
@@ -38,34 +47,52 @@ def absolute(path: str) -> Path:
     return p if p.is_absolute() else ROOT / p
 
 
-def build_policy(cfg: DictConfig) -> VQBeTPolicy:
-    """Tokenizer + policy from the config; every dimension comes from the task."""
+def build_policy(cfg: DictConfig) -> torch.nn.Module:
+    """The policy named by cfg.policy.name; every dimension comes from the task."""
     task = cfg.task
-    tok_cfg = TokenizerConfig(
-        action_dim=task.action_dim,
-        chunk_size=task.action_chunk,
-        **OmegaConf.to_container(cfg.tokenizer.model),
-    )
-    policy_fields: dict[str, Any] = OmegaConf.to_container(cfg.policy)
-    policy_fields.pop("name", None)
-    config = VQBeTConfig(
+    fields: dict[str, Any] = OmegaConf.to_container(cfg.policy)
+    name = fields.pop("name")
+    dims = dict(
         obs_dim=task.obs_dim,
         action_dim=task.action_dim,
         obs_window=task.obs_window,
         action_chunk=task.action_chunk,
-        **policy_fields,
     )
-    return VQBeTPolicy(config, ActionTokenizer(tok_cfg))
+    if name == "mlp":
+        return MLPPolicy(MLPConfig(**dims, **fields))
+    if name == "bet":
+        num_bins = fields.pop("num_bins")
+        return make_bet(VQBeTConfig(**dims, **fields), num_bins=num_bins)
+    if name == "vqbet":
+        tok_cfg = TokenizerConfig(
+            action_dim=task.action_dim,
+            chunk_size=task.action_chunk,
+            **OmegaConf.to_container(cfg.tokenizer.model),
+        )
+        return VQBeTPolicy(VQBeTConfig(**dims, **fields), ActionTokenizer(tok_cfg))
+    raise ValueError(f"policy.name must be vqbet, bet or mlp, got {name!r}")
 
 
-def make_logger(run_dir: Path):
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-    return writer, lambda name, value, step: writer.add_scalar(name, value, step)
+def phase_one(policy: torch.nn.Module, cfg: DictConfig, windows: TrajectoryWindows, run_dir: Path) -> None:
+    """Fit what the policy learns before its own training: normalisers, tokenizer or bins."""
+    obs = torch.from_numpy(windows.data.obs[windows.steps()])
+    policy.obs_normalizer.fit(obs)
+    chunks = windows.action_chunks()
+    if isinstance(policy, MLPPolicy):
+        policy.action_normalizer.fit(torch.from_numpy(chunks).reshape(-1, chunks.shape[-1]))
+        return
+    print(f"phase 1: tokenizer on {len(chunks)} action chunks")
+    if isinstance(policy.tokenizer, ActionTokenizer):
+        fit = TokenizerFitConfig(seed=int(cfg.seed), **OmegaConf.to_container(cfg.tokenizer.fit))
+        last = fit_tokenizer(policy.tokenizer, chunks, fit, log_dir=run_dir / "tensorboard")[-1]
+    else:
+        last = policy.tokenizer.fit(chunks, seed=int(cfg.seed))
+    used = ", ".join(f"{100 * v:.0f}%" for k, v in last.items() if k.startswith("used_fraction"))
+    print(f"tokenizer: reconstruction {last['reconstruction_loss']:.4f}, codes used {used}")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    started = time.perf_counter()
     run_dir = absolute(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"run folder: {run_dir}")
@@ -87,29 +114,79 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     torch.manual_seed(int(cfg.seed))
     policy = build_policy(cfg)
-    writer, log = make_logger(run_dir)
-    resuming = bool(cfg.resume) and (run_dir / "checkpoints" / "last").is_dir()
-    if not resuming:
-        print(f"phase 1: tokenizer on {len(train_set)} action chunks")
-        fit = TokenizerFitConfig(seed=int(cfg.seed), **OmegaConf.to_container(cfg.tokenizer.fit))
-        history = fit_tokenizer(
-            policy.tokenizer, train_set.action_chunks(), fit, log_dir=run_dir / "tensorboard"
-        )
-        last = history[-1]
-        print(
-            f"tokenizer: reconstruction {last['reconstruction_loss']:.4f}, codes used "
-            + ", ".join(
-                f"{100 * last[f'used_fraction/{i}']:.0f}%" for i in range(policy.tokenizer.num_layers)
-            )
-        )
-        policy.obs_normalizer.fit(torch.from_numpy(data.obs[train_set.steps()]))
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    if not (bool(cfg.resume) and (run_dir / "checkpoints" / "last").is_dir()):
+        phase_one(policy, cfg, train_set, run_dir)
     params = sum(p.numel() for p in policy.parameters())
-    print(f"phase 2: policy on {len(train_set)} windows ({params:,} params)")
+    print(f"phase 2: {cfg.policy.name} on {len(train_set)} windows ({params:,} params)")
+
+    def make_env(**kwargs: Any) -> gym.Env:
+        return gym.make(cfg.task.env_id, disable_env_checker=True, **kwargs)
+
+    def on_eval(acting: torch.nn.Module, step: int) -> dict[str, float]:
+        if int(cfg.eval.during_training) <= 0:
+            return {}
+        was_training = acting.training
+        acting.eval()
+        result = evaluate(acting, make_env, int(cfg.eval.during_training), EVAL_SEED, progress=False)
+        acting.train(was_training)
+        return {"success_rate": result["summary"]["success_rate"]}
+
     train_cfg = PolicyTrainConfig(seed=int(cfg.seed), **OmegaConf.to_container(cfg.train))
-    state = train_policy(policy, train_set, val_set, train_cfg, run_dir, resume=bool(cfg.resume), log=log)
+    state = train_policy(
+        policy,
+        train_set,
+        val_set,
+        train_cfg,
+        run_dir,
+        resume=bool(cfg.resume),
+        log=lambda k, v, s: writer.add_scalar(k, v, s),
+        on_eval=on_eval,
+    )
     writer.close()
-    print(f"done: checkpoints in {run_dir / 'checkpoints'} (best val loss {state['best_val']:.4f})")
-    return state
+    train_seconds = time.perf_counter() - started
+
+    best = load_policy(
+        run_dir / "checkpoints" / "best", obs_dim=cfg.task.obs_dim, action_dim=cfg.task.action_dim
+    )
+    print(f"evaluating {run_dir / 'checkpoints' / 'best'} on {cfg.eval.episodes} episodes")
+    torch.manual_seed(int(cfg.seed))
+    result = evaluate(best, make_env, int(cfg.eval.episodes), EVAL_SEED, num_envs=int(cfg.eval.num_envs))
+    summary = result["summary"]
+    results = {
+        "policy": cfg.policy.name,
+        "env_id": cfg.task.env_id,
+        "seed": int(cfg.seed),
+        "eval_seed": EVAL_SEED,
+        "summary": summary,
+        "episodes": result["episodes"],
+        "expert_success_rate": data.attrs.get("expert_success_rate"),
+        "expert_order_entropy": data.attrs.get("order_entropy"),
+        "train_seconds": train_seconds,
+        "total_seconds": time.perf_counter() - started,
+        "device": str(resolve_device(str(cfg.train.device))),
+        "parameters": params,
+        "best_step": state.get("best_step"),
+    }
+    orders = [e["order"] for e in result["episodes"] if e["success"] and "order" in e]
+    if "mode_histogram" in data.attrs:
+        plot_orders(
+            orders, data.attrs["mode_histogram"], run_dir / "orders.png", f"{cfg.policy.name}: orders"
+        )
+    plot_curves(state["history"], ["loss", "val_loss", "success_rate"], run_dir / "curves.png", "training")
+    if int(cfg.eval.video_episodes) > 0:
+        record_video(best, make_env, int(cfg.eval.video_episodes), EVAL_SEED, run_dir / "rollouts.mp4")
+    report = write_report(run_dir, results)
+    low, high = summary["success_ci95"]
+    print(
+        f"{cfg.policy.name} on {cfg.task.env_id}: success {summary['success_rate']:.2f} "
+        f"({low:.2f}-{high:.2f}), "
+        f"order entropy {summary.get('order_entropy', 0.0):.3f}; {time.perf_counter() - started:.0f} s in all"
+    )
+    print(f"report: {report}")
+    return results
 
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "configs"), config_name="train")

@@ -37,16 +37,43 @@ def tmp(tmp_path_factory):
 def test_smoke_run_writes_checkpoints(tmp):
     out = subprocess.run(command(tmp, "a"), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "phase 1: tokenizer" in out.stdout and "phase 2: policy" in out.stdout
+    assert "phase 1: tokenizer" in out.stdout and "phase 2: vqbet" in out.stdout
     for name in ("last", "best"):
         folder = tmp / "a" / "checkpoints" / name
         assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
     assert (tmp / "a" / "checkpoints" / "last" / "train_state.safetensors").is_file()
     assert any((tmp / "a" / "tensorboard").glob("events.out.tfevents.*"))
+    for name in ("report.md", "results.json", "orders.png", "curves.png", "rollouts.mp4"):
+        assert (tmp / "a" / name).stat().st_size > 0, name
+    assert "success" in (tmp / "a" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("policy", ["mlp", "bet"])
+def test_baselines_train_and_evaluate(tmp, policy):
+    out = subprocess.run(
+        command(tmp, policy, f"policy={policy}", "eval.video_episodes=0"),
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"{policy} on vqbet/MultiReach-v0: success" in out.stdout
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp):
-    steps = ["train.steps=300", "train.checkpoint_every=10", "train.eval_every=100"]
+    steps = [
+        "train.steps=300",
+        "train.checkpoint_every=10",
+        "train.eval_every=100",
+        "eval.during_training=0",
+        "eval.video_episodes=0",
+        "policy.n_layer=1",
+        "policy.n_head=2",
+        "policy.n_embd=32",
+        "policy.head_hidden=64",
+    ]
     full = subprocess.run(
         command(tmp, "full", *steps), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600
     )

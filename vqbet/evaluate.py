@@ -80,7 +80,7 @@ def evaluate(
     lengths = np.zeros(num_envs, dtype=int)
     obs, _ = envs.reset(seed=[seed + i for i in range(num_envs)])
     policy.reset()
-    bar = tqdm(total=n_episodes, desc="evaluate", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=n_episodes, desc="evaluate", disable=None if progress else True, dynamic_ncols=True)
     try:
         while any(e >= 0 for e in episode_of):
             action = policy.select_action(obs)

@@ -29,6 +29,11 @@ def order_entropy(orders: Sequence[Hashable]) -> float:
     return float(-sum(c / total * math.log(c / total) for c in counts.values()))
 
 
+def _hashable(value: Any) -> Hashable:
+    """Nested lists (orders of (block, target) pairs) -> nested tuples."""
+    return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def summarize(episodes: Sequence[dict[str, Any]], num_modes: int | None = None) -> dict[str, Any]:
     """Aggregate per-episode records ({"success", "length", "order"?, "p1".., "coverage"..}) into
     success rate + 95% interval, mean of every numeric/boolean task metric, and order entropy over
@@ -43,7 +48,7 @@ def summarize(episodes: Sequence[dict[str, Any]], num_modes: int | None = None) 
     for key in numeric:
         values = [float(e[key]) for e in episodes if key in e]
         out[f"mean_{key}"] = sum(values) / len(values)
-    orders = [tuple(e["order"]) for e in episodes if e.get("success") and "order" in e]
+    orders = [_hashable(e["order"]) for e in episodes if e.get("success") and "order" in e]
     if orders:
         out["order_entropy"] = order_entropy(orders)
         out["distinct_orders"] = len(set(orders))

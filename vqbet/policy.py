@@ -12,11 +12,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqbet.acting import ChunkActing
 from vqbet.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -26,8 +26,9 @@ from vqbet.checkpoint import (
     write_folder,
 )
 from vqbet.gpt import GPT
+from vqbet.kmeans_tokenizer import KMeansTokenizer, KMeansTokenizerConfig
 from vqbet.normalize import Normalizer
-from vqbet.tokenizer import ActionTokenizer, TokenizerConfig, mlp
+from vqbet.tokenizer import ActionTokenizer, ChunkTokenizer, TokenizerConfig, mlp
 
 MODEL_TYPE = "vqbet.VQBeTPolicy"
 FORMAT_VERSION = 1
@@ -126,11 +127,11 @@ def sample_codes(logits: Tensor, temperature: float) -> Tensor:
     return torch.multinomial(F.softmax(logits / temperature, dim=-1), 1).squeeze(1)
 
 
-class VQBeTPolicy(nn.Module):
+class VQBeTPolicy(ChunkActing, nn.Module):
     """VQ-BeT. `loss, metrics = policy(batch)` with batch {"obs": (B, To, D), "action": (B, To, Ta, A),
     optional "action_mask": (B, To, Ta), "goal": (B, G)}; acting: `reset()`, `select_action(obs)`."""
 
-    def __init__(self, config: VQBeTConfig, tokenizer: ActionTokenizer) -> None:
+    def __init__(self, config: VQBeTConfig, tokenizer: ChunkTokenizer) -> None:
         super().__init__()
         tc = tokenizer.config
         if (tc.action_dim, tc.chunk_size) != (config.action_dim, config.action_chunk):
@@ -274,80 +275,6 @@ class VQBeTPolicy(nn.Module):
         decoded = norm.normalize(self.tokenizer.decode(codes))
         return norm.unnormalize(decoded + self.offsets(h, codes))
 
-    def reset(self, done: Tensor | np.ndarray | None = None) -> None:
-        """Clear the history of every environment, or of those where `done` (B,) is True."""
-        if done is None:
-            self._history: Tensor | None = None
-            self._queue: Tensor | None = None
-            self._ensemble: tuple[Tensor, Tensor] | None = None
-            self._fresh: Tensor | None = None
-            return
-        if self._fresh is not None:
-            self._fresh |= torch.as_tensor(np.asarray(done), dtype=torch.bool, device=self._fresh.device)
-
-    @torch.no_grad()
-    def select_action(self, obs: Tensor | np.ndarray, goal: Tensor | np.ndarray | None = None) -> Tensor:
-        """One step of a batch of environments: obs (B, D) raw -> action (B, A) raw."""
-        c = self.config
-        device = self.obs_embed.weight.device
-        obs = torch.as_tensor(np.asarray(obs) if not isinstance(obs, Tensor) else obs, dtype=torch.float32)
-        obs = obs.to(device)
-        if obs.ndim != 2 or obs.shape[1] != c.obs_dim:
-            raise ValueError(f"select_action: obs must have shape (B, {c.obs_dim}), got {tuple(obs.shape)}")
-        if goal is not None:
-            goal = torch.as_tensor(np.asarray(goal), dtype=torch.float32, device=device)
-        b = obs.shape[0]
-        if self._history is None or self._history.shape[0] != b:
-            self.reset()
-            self._history = obs[:, None].repeat(1, c.obs_window, 1)  # pad the episode start
-            self._fresh = torch.zeros(b, dtype=torch.bool, device=device)
-            fresh = torch.ones(b, dtype=torch.bool, device=device)
-        else:
-            fresh = self._fresh.clone()
-            self._history = torch.cat([self._history[:, 1:], obs[:, None]], dim=1)
-            if fresh.any():
-                self._history[fresh] = obs[fresh, None].expand(-1, c.obs_window, -1)
-            self._fresh.zero_()
-        if c.execution == "queue":
-            return self._from_queue(fresh, goal)
-        return self._from_ensemble(fresh, goal)
-
-    def _from_queue(self, fresh: Tensor, goal: Tensor | None) -> Tensor:
-        c = self.config
-        b = fresh.shape[0]
-        if self._queue is None:
-            self._queue = torch.zeros(b, c.action_chunk, c.action_dim, device=fresh.device)
-            self._queue_pos = torch.full((b,), c.action_chunk, dtype=torch.long, device=fresh.device)
-        need = fresh | (self._queue_pos >= c.action_chunk)
-        if need.any():
-            chunk = self.predict_action_chunk(self._history, goal)
-            self._queue[need] = chunk[need]
-            self._queue_pos[need] = 0
-        action = self._queue[torch.arange(b, device=fresh.device), self._queue_pos]
-        self._queue_pos += 1
-        return action
-
-    def _from_ensemble(self, fresh: Tensor, goal: Tensor | None) -> Tensor:
-        c = self.config
-        chunk = self.predict_action_chunk(self._history, goal)  # (B, Ta, A)
-        if self._ensemble is None:
-            self._ensemble = (torch.zeros_like(chunk), torch.zeros(chunk.shape[:2], device=chunk.device))
-        total, weight = self._ensemble
-        total[fresh] = 0.0
-        weight[fresh] = 0.0
-        # The prediction made now for step t+k will be k steps old when it is used.
-        w = torch.exp(
-            -c.ensemble_decay * torch.arange(c.action_chunk, device=chunk.device, dtype=chunk.dtype)
-        )
-        total += chunk * w[None, :, None]
-        weight += w[None, :]
-        action = total[:, 0] / weight[:, :1]
-        self._ensemble = (
-            torch.cat([total[:, 1:], torch.zeros_like(total[:, :1])], dim=1),
-            torch.cat([weight[:, 1:], torch.zeros_like(weight[:, :1])], dim=1),
-        )
-        return action
-
     # -- persistence -----------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Folder with config.json (policy + tokenizer configs) and model.safetensors (all weights,
@@ -362,6 +289,7 @@ class VQBeTPolicy(nn.Module):
             "format_version": FORMAT_VERSION,
             "policy": dataclasses.asdict(self.config),
             "tokenizer": dataclasses.asdict(self.tokenizer.config),
+            "tokenizer_type": "kmeans" if isinstance(self.tokenizer, KMeansTokenizer) else "rvq",
         }
 
     @classmethod
@@ -391,7 +319,10 @@ class VQBeTPolicy(nn.Module):
                 raise ValueError(
                     f"{source}: checkpoint has {name}={getattr(config, name)}, but the task has {name}={want}"
                 )
-        tokenizer = ActionTokenizer(TokenizerConfig.from_dict(meta["tokenizer"], source))
+        if meta.get("tokenizer_type", "rvq") == "kmeans":
+            tokenizer: ChunkTokenizer = KMeansTokenizer(KMeansTokenizerConfig(**meta["tokenizer"]))
+        else:
+            tokenizer = ActionTokenizer(TokenizerConfig.from_dict(meta["tokenizer"], source))
         policy = cls(config, tokenizer)
         load_state_strict(policy, read_tensors(path), str(Path(path) / WEIGHTS_FILE))
         return policy.to(map_location).eval()

@@ -11,6 +11,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -128,7 +129,41 @@ def mlp(in_dim: int, hidden: int, out_dim: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class ActionTokenizer(nn.Module):
+class ChunkTokenizer(nn.Module):
+    """What a policy needs of a tokenizer: `config.chunk_size`/`config.action_dim`, `num_layers`,
+    `codebook_size`, a `normalizer`, `encode (B, T, A) -> (B, L)` and `decode (B, L) -> (B, T, A)`.
+    Holds the input checks they share."""
+
+    config: Any
+    num_layers: int
+    codebook_size: int
+
+    def check_actions(self, actions: Tensor, name: str = "actions") -> None:
+        """Raise ValueError unless `actions` is a finite float tensor of shape (B, T, A)."""
+        c = self.config
+        if not isinstance(actions, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(actions).__name__}")
+        if actions.ndim != 3 or tuple(actions.shape[1:]) != (c.chunk_size, c.action_dim):
+            raise ValueError(
+                f"{name} must have shape (B, {c.chunk_size}, {c.action_dim}) "
+                f"(batch, chunk_size, action_dim), got {tuple(actions.shape)}"
+            )
+        if not actions.is_floating_point():
+            raise ValueError(f"{name} must be floating point, got {actions.dtype}")
+        if not bool(torch.isfinite(actions).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+
+    def check_codes(self, codes: Tensor) -> None:
+        """Raise ValueError unless `codes` is an integer tensor (B, L) with values in [0, K)."""
+        if not isinstance(codes, Tensor) or codes.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"codes must be an int64 tensor, got {getattr(codes, 'dtype', type(codes))}")
+        if codes.ndim != 2 or codes.shape[1] != self.num_layers:
+            raise ValueError(f"codes must have shape (B, {self.num_layers}), got {tuple(codes.shape)}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.codebook_size}), got values outside it")
+
+
+class ActionTokenizer(ChunkTokenizer):
     """Residual-VQ (or FSQ) autoencoder of action chunks.
 
     `ActionTokenizer(action_dim=2, chunk_size=5, num_layers=2, codebook_size=16)` or
@@ -172,30 +207,6 @@ class ActionTokenizer(nn.Module):
     def codebook_size(self) -> int:
         """Codes per layer (K for RVQ, prod(levels) for FSQ)."""
         return self.quantizer.codebook_size
-
-    def check_actions(self, actions: Tensor, name: str = "actions") -> None:
-        """Raise ValueError unless `actions` is a finite float tensor of shape (B, T, A)."""
-        c = self.config
-        if not isinstance(actions, Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(actions).__name__}")
-        if actions.ndim != 3 or tuple(actions.shape[1:]) != (c.chunk_size, c.action_dim):
-            raise ValueError(
-                f"{name} must have shape (B, {c.chunk_size}, {c.action_dim}) "
-                f"(batch, chunk_size, action_dim), got {tuple(actions.shape)}"
-            )
-        if not actions.is_floating_point():
-            raise ValueError(f"{name} must be floating point, got {actions.dtype}")
-        if not bool(torch.isfinite(actions).all()):
-            raise ValueError(f"{name} contains NaN or inf")
-
-    def check_codes(self, codes: Tensor) -> None:
-        """Raise ValueError unless `codes` is an integer tensor (B, L) with values in [0, K)."""
-        if not isinstance(codes, Tensor) or codes.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"codes must be an int64 tensor, got {getattr(codes, 'dtype', type(codes))}")
-        if codes.ndim != 2 or codes.shape[1] != self.num_layers:
-            raise ValueError(f"codes must have shape (B, {self.num_layers}), got {tuple(codes.shape)}")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise ValueError(f"codes must lie in [0, {self.codebook_size}), got values outside it")
 
     # -- model -----------------------------------------------------------------------------
     def _latent(self, actions: Tensor) -> Tensor:

@@ -92,7 +92,7 @@ def fit_tokenizer(
     history: list[dict[str, float]] = []
     batch_size = min(config.batch_size, data.shape[0])
     started = time.perf_counter()
-    bar = tqdm(range(config.steps), desc="tokenizer", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(range(config.steps), desc="tokenizer", disable=None if progress else True, dynamic_ncols=True)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(step, config.steps, warmup)

@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from vqbet.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_json, read_tensors, write_folder
-from vqbet.policy import VQBeTPolicy
 from vqbet.train import decay_groups, lr_factor
 from vqbet.train_state import (
     STATE_JSON,
@@ -104,7 +103,7 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 
 @torch.no_grad()
-def validation_loss(policy: VQBeTPolicy, data: Dataset, batch_size: int, device: torch.device) -> float:
+def validation_loss(policy: torch.nn.Module, data: Dataset, batch_size: int, device: torch.device) -> float:
     """Mean loss over the whole validation set, in eval mode, in a fixed order."""
     was_training = policy.training
     policy.eval()
@@ -119,10 +118,10 @@ def validation_loss(policy: VQBeTPolicy, data: Dataset, batch_size: int, device:
 
 def save_checkpoint(
     folder: Path,
-    policy: VQBeTPolicy,
+    policy: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
-    acting: VQBeTPolicy,
+    acting: torch.nn.Module,
 ) -> None:
     """One atomic folder: acting weights (EMA when on) + raw weights, optimizer, RNG and step."""
     opt_tensors, opt_meta = optimizer_to_files(optimizer)
@@ -138,7 +137,7 @@ def save_checkpoint(
 
 
 def train_policy(
-    policy: VQBeTPolicy,
+    policy: torch.nn.Module,
     train_set: Dataset,
     val_set: Dataset | None,
     config: PolicyTrainConfig,
@@ -147,7 +146,7 @@ def train_policy(
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str, float, int], None] | None = None,
-    on_eval: Callable[[VQBeTPolicy, int], dict[str, float]] | None = None,
+    on_eval: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Train `policy` (its tokenizer already fitted) and write `run_dir/checkpoints/{last,best}`.
 
@@ -158,7 +157,8 @@ def train_policy(
     device = resolve_device(config.device)
     run_dir = Path(run_dir)
     last, best = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
-    policy.freeze_tokenizer()
+    if hasattr(policy, "freeze_tokenizer"):
+        policy.freeze_tokenizer()
     policy.to(device).train()
     optimizer = torch.optim.AdamW(decay_groups(policy, config.weight_decay), lr=config.lr)
     trainable = [p for p in policy.parameters() if p.requires_grad]
@@ -190,7 +190,13 @@ def train_policy(
         generator=torch.Generator().manual_seed(config.seed + start),
     )
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and config.amp)
-    bar = tqdm(total=config.steps, initial=start, desc="policy", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=config.steps,
+        initial=start,
+        desc="policy",
+        disable=None if progress else True,
+        dynamic_ncols=True,
+    )
     seen, tick = 0, time.perf_counter()
     step = start
     for step, batch in enumerate(loader, start=start + 1):
@@ -215,7 +221,7 @@ def train_policy(
             metrics.update(lr=optimizer.param_groups[0]["lr"], samples_per_s=seen / (now - tick))
             seen, tick = 0, now
             state["history"].append({"step": step, **metrics})
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc0=f"{metrics['code_accuracy/0']:.2f}")
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
             if log is not None:
                 for key, value in metrics.items():
                     log(f"train/{key}", value, step)

@@ -1,0 +1,91 @@
+"""Acting from a chunk predictor: observation history, episode-start padding, open-loop queue or
+closed-loop temporal ensembling, per-environment resets for vector envs.
+
+A policy class mixes this in and provides `predict_action_chunk(obs_window (B, To, D), goal) ->
+(B, Ta, A)`, a `config` with obs_dim, action_dim, obs_window, action_chunk, execution and
+ensemble_decay, and at least one parameter (to know its device).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class ChunkActing:
+    """`reset(done=None)` and `select_action(obs (B, D)) -> (B, A)` for chunk-predicting policies."""
+
+    def reset(self, done: Tensor | np.ndarray | None = None) -> None:
+        """Clear the history of every environment, or of those where `done` (B,) is True."""
+        if done is None:
+            self._history: Tensor | None = None
+            self._queue: Tensor | None = None
+            self._ensemble: tuple[Tensor, Tensor] | None = None
+            self._fresh: Tensor | None = None
+            return
+        if self._fresh is not None:
+            self._fresh |= torch.as_tensor(np.asarray(done), dtype=torch.bool, device=self._fresh.device)
+
+    @torch.no_grad()
+    def select_action(self, obs: Tensor | np.ndarray, goal: Tensor | np.ndarray | None = None) -> Tensor:
+        """One step of a batch of environments: obs (B, D) raw -> action (B, A) raw."""
+        c = self.config
+        device = next(self.parameters()).device
+        obs = torch.as_tensor(np.asarray(obs) if not isinstance(obs, Tensor) else obs, dtype=torch.float32)
+        obs = obs.to(device)
+        if obs.ndim != 2 or obs.shape[1] != c.obs_dim:
+            raise ValueError(f"select_action: obs must have shape (B, {c.obs_dim}), got {tuple(obs.shape)}")
+        if goal is not None:
+            goal = torch.as_tensor(np.asarray(goal), dtype=torch.float32, device=device)
+        b = obs.shape[0]
+        if self._history is None or self._history.shape[0] != b:
+            self.reset()
+            self._history = obs[:, None].repeat(1, c.obs_window, 1)  # pad the episode start
+            self._fresh = torch.zeros(b, dtype=torch.bool, device=device)
+            fresh = torch.ones(b, dtype=torch.bool, device=device)
+        else:
+            fresh = self._fresh.clone()
+            self._history = torch.cat([self._history[:, 1:], obs[:, None]], dim=1)
+            if fresh.any():
+                self._history[fresh] = obs[fresh, None].expand(-1, c.obs_window, -1)
+            self._fresh.zero_()
+        if c.execution == "queue":
+            return self._from_queue(fresh, goal)
+        return self._from_ensemble(fresh, goal)
+
+    def _from_queue(self, fresh: Tensor, goal: Tensor | None) -> Tensor:
+        c = self.config
+        b = fresh.shape[0]
+        if self._queue is None:
+            self._queue = torch.zeros(b, c.action_chunk, c.action_dim, device=fresh.device)
+            self._queue_pos = torch.full((b,), c.action_chunk, dtype=torch.long, device=fresh.device)
+        need = fresh | (self._queue_pos >= c.action_chunk)
+        if need.any():
+            chunk = self.predict_action_chunk(self._history, goal)
+            self._queue[need] = chunk[need]
+            self._queue_pos[need] = 0
+        action = self._queue[torch.arange(b, device=fresh.device), self._queue_pos]
+        self._queue_pos += 1
+        return action
+
+    def _from_ensemble(self, fresh: Tensor, goal: Tensor | None) -> Tensor:
+        c = self.config
+        chunk = self.predict_action_chunk(self._history, goal)  # (B, Ta, A)
+        if self._ensemble is None:
+            self._ensemble = (torch.zeros_like(chunk), torch.zeros(chunk.shape[:2], device=chunk.device))
+        total, weight = self._ensemble
+        total[fresh] = 0.0
+        weight[fresh] = 0.0
+        # The prediction made now for step t+k will be k steps old when it is used.
+        w = torch.exp(
+            -c.ensemble_decay * torch.arange(c.action_chunk, device=chunk.device, dtype=chunk.dtype)
+        )
+        total += chunk * w[None, :, None]
+        weight += w[None, :]
+        action = total[:, 0] / weight[:, :1]
+        self._ensemble = (
+            torch.cat([total[:, 1:], torch.zeros_like(total[:, :1])], dim=1),
+            torch.cat([weight[:, 1:], torch.zeros_like(weight[:, :1])], dim=1),
+        )
+        return action

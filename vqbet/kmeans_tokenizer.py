@@ -1,0 +1,77 @@
+"""BeT's action bins as a tokenizer: k-means centres of normalised action chunks, one code per chunk.
+
+With it, VQBeTPolicy becomes BeT (Shafiullah et al. 2022): a bin classifier plus an offset conditioned
+on the bin, on the same transformer. Fitted centres are buffers, so they are saved with the policy
+(miniBET kept them outside the state dict and lost them on load).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vqbet.normalize import Normalizer
+from vqbet.quantize import kmeans, nearest_code
+from vqbet.tokenizer import ChunkTokenizer
+
+
+@dataclass
+class KMeansTokenizerConfig:
+    """Everything that defines a KMeansTokenizer; saved in the policy's config.json."""
+
+    action_dim: int = 2
+    """A: size of one action."""
+    chunk_size: int = 1
+    """T: actions per chunk (BeT used single actions)."""
+    num_bins: int = 64
+    """K: k-means centres."""
+    kmeans_iters: int = 50
+    """Lloyd iterations of the fit."""
+    normalization: str = "meanstd"
+    """How raw actions are normalised before clustering."""
+
+    def __post_init__(self) -> None:
+        if self.num_bins < 2:
+            raise ValueError(f"KMeansTokenizerConfig: num_bins must be >= 2, got {self.num_bins}")
+
+
+class KMeansTokenizer(ChunkTokenizer):
+    """encode: (B, T, A) -> (B, 1) nearest bin; decode: (B, 1) -> (B, T, A) bin centre."""
+
+    def __init__(self, config: KMeansTokenizerConfig | None = None, **kwargs) -> None:
+        super().__init__()
+        self.config = config or KMeansTokenizerConfig(**kwargs)
+        c = self.config
+        self.normalizer = Normalizer(c.action_dim, mode=c.normalization)
+        self.register_buffer("centres", torch.zeros(c.num_bins, c.chunk_size * c.action_dim))
+        self.num_layers = 1
+        self.codebook_size = c.num_bins
+
+    @torch.no_grad()
+    def fit(self, chunks: Tensor | np.ndarray, seed: int = 0) -> dict[str, float]:
+        """Fit the normaliser and the bins on chunks (N, T, A); returns the mean squared error."""
+        data = torch.as_tensor(np.asarray(chunks) if not isinstance(chunks, Tensor) else chunks).float()
+        self.check_actions(data, name="chunks")
+        self.normalizer.fit(data)
+        flat = self.normalizer.normalize(data).reshape(data.shape[0], -1)
+        g = torch.Generator().manual_seed(seed)
+        centres, counts = kmeans(flat, self.config.num_bins, iters=self.config.kmeans_iters, generator=g)
+        self.centres.copy_(centres)
+        _, offsets = nearest_code(flat, centres)
+        mse = (offsets + flat.square().sum(1)).mean().item() / flat.shape[1]
+        return {"reconstruction_loss": mse, "used_fraction/0": float((counts > 0).float().mean())}
+
+    @torch.no_grad()
+    def encode(self, actions: Tensor) -> Tensor:
+        self.check_actions(actions)
+        flat = self.normalizer.normalize(actions).reshape(actions.shape[0], -1)
+        return nearest_code(flat, self.centres)[0][:, None]
+
+    def decode(self, codes: Tensor) -> Tensor:
+        self.check_codes(codes)
+        c = self.config
+        chunk = self.centres[codes[:, 0]].view(-1, c.chunk_size, c.action_dim)
+        return self.normalizer.unnormalize(chunk)

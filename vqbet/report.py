@@ -1,0 +1,144 @@
+"""Run reports: tiled rollout videos, plots and a markdown summary (matplotlib / imageio are
+imported only when used)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+
+def tile(frames: list[np.ndarray], columns: int) -> np.ndarray:
+    """Frames (H, W, 3) -> one grid image, row-major, blank cells black."""
+    h, w, _ = frames[0].shape
+    rows = -(-len(frames) // columns)
+    grid = np.zeros((rows * h, columns * w, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        r, c = divmod(i, columns)
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = frame
+    return grid
+
+
+@torch.no_grad()
+def record_video(
+    policy: Any,
+    make_env: Callable[..., gym.Env],
+    episodes: int,
+    seed: int,
+    path: str | os.PathLike,
+    fps: int = 20,
+) -> Path:
+    """Roll out `episodes` episodes side by side (seeds seed..) and write one tiled mp4."""
+    import imageio.v2 as imageio
+
+    envs = [make_env(render_mode="rgb_array") for _ in range(episodes)]
+    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
+    done = np.zeros(episodes, dtype=bool)
+    last = [env.render() for env in envs]
+    policy.reset()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = int(np.ceil(np.sqrt(episodes)))
+    with imageio.get_writer(path, fps=fps, macro_block_size=1) as writer:
+        writer.append_data(tile(last, columns))
+        while not done.all():
+            action = policy.select_action(obs)
+            action = action.cpu().numpy() if isinstance(action, torch.Tensor) else np.asarray(action)
+            for i, env in enumerate(envs):
+                if done[i]:
+                    continue
+                obs[i], _, terminated, truncated, _ = env.step(action[i])
+                last[i] = env.render()
+                done[i] = terminated or truncated
+            writer.append_data(tile(last, columns))
+    for env in envs:
+        env.close()
+    return path
+
+
+def plot_orders(
+    policy_orders: list, expert_hist: dict[str, int], path: str | os.PathLike, title: str
+) -> Path:
+    """Bar chart of completion-order frequencies, policy vs expert demonstrations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    policy_hist = collections.Counter(json.dumps(o) for o in policy_orders)
+    keys = sorted(set(expert_hist) | set(policy_hist), key=lambda k: -expert_hist.get(k, 0))
+    e_total = max(1, sum(expert_hist.values()))
+    p_total = max(1, sum(policy_hist.values()))
+    x = np.arange(len(keys))
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(keys)), 3.5))
+    ax.bar(x - 0.2, [expert_hist.get(k, 0) / e_total for k in keys], 0.4, label="expert")
+    ax.bar(x + 0.2, [policy_hist.get(k, 0) / p_total for k in keys], 0.4, label="policy")
+    ax.set_xticks(x, keys, rotation=90, fontsize=6)
+    ax.set_ylabel("fraction of successes")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_curves(history: list[dict[str, Any]], keys: list[str], path: str | os.PathLike, title: str) -> Path:
+    """Training curves of the given history keys against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in keys:
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if points:
+            ax.plot(*zip(*points, strict=True), label=key, marker="o" if len(points) < 30 else None)
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
+    """results.json and a short report.md in `run_dir`."""
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    s = results["summary"]
+    low, high = s["success_ci95"]
+    lines = [
+        f"# {results['policy']} on {results['env_id']}",
+        "",
+        f"- success: **{s['success_rate']:.2f}** (95% CI {low:.2f}-{high:.2f}) over {s['episodes']} episodes "
+        f"(seeds {results['eval_seed']}..{results['eval_seed'] + s['episodes'] - 1})",
+        f"- expert success in the demonstrations: {results.get('expert_success_rate', float('nan')):.2f}",
+    ]
+    if "order_entropy" in s:
+        lines.append(
+            f"- completion-order entropy: {s['order_entropy']:.3f} nats "
+            f"({s['distinct_orders']} distinct orders); "
+            f"expert {results.get('expert_order_entropy', float('nan')):.3f}"
+        )
+    for key, value in s.items():
+        if key.startswith("mean_") and key not in ("mean_success",):
+            lines.append(f"- {key[5:]}: {value:.3f}")
+    lines += [
+        f"- training wall time: {results['train_seconds']:.0f} s ({results['device']}); "
+        f"policy parameters: {results['parameters']:,}",
+        "",
+        "Files: `results.json`, `orders.png`, `curves.png`, `rollouts.mp4`, `checkpoints/best`, "
+        "`tensorboard/`.",
+    ]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
