@@ -1,0 +1,205 @@
+"""Policy benchmark: training samples/s, select_action latency, data loading share, evaluation
+throughput against raw env stepping.
+
+    python scripts/bench_policy.py            # ~3 minutes on 2 CPU cores
+
+Configs: our default (configs/policy/vqbet.yaml on MultiReach) and VQ-BeT's Kitchen config (GPT 6
+layers, 6 heads, n_embd 120, To 10, K 16, L 2, heads 1024 wide), measured in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vqbet import ActionTokenizer  # noqa: E402
+from vqbet.policy import VQBeTConfig, VQBeTPolicy  # noqa: E402
+from vqbet.train import decay_groups  # noqa: E402
+
+OBS_DIM, ACTION_DIM = 6, 2
+
+CONFIGS = {
+    "default (4x4x128, To 5, Ta 5)": dict(
+        policy=dict(obs_window=5, action_chunk=5),
+        tokenizer=dict(chunk_size=5, num_layers=2, codebook_size=16),
+    ),
+    "VQ-BeT Kitchen (6x6x120, To 10, Ta 1)": dict(
+        policy=dict(
+            obs_window=10, action_chunk=1, n_layer=6, n_head=6, n_embd=120, head_hidden=1024, dropout=0.1
+        ),
+        tokenizer=dict(chunk_size=1, num_layers=2, codebook_size=16),
+    ),
+}
+
+
+def make_policy(name: str) -> VQBeTPolicy:
+    spec = CONFIGS[name]
+    tokenizer = ActionTokenizer(action_dim=ACTION_DIM, **spec["tokenizer"])
+    tokenizer.normalizer.fit(torch.randn(1000, ACTION_DIM))
+    policy = VQBeTPolicy(VQBeTConfig(obs_dim=OBS_DIM, action_dim=ACTION_DIM, **spec["policy"]), tokenizer)
+    policy.obs_normalizer.fit(torch.randn(1000, OBS_DIM))
+    policy.freeze_tokenizer()
+    return policy
+
+
+def random_batch(policy: VQBeTPolicy, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    c = policy.config
+    return {
+        "obs": torch.randn(batch, c.obs_window, c.obs_dim, device=device),
+        "action": torch.randn(batch, c.obs_window, c.action_chunk, c.action_dim, device=device),
+    }
+
+
+def train_samples_per_s(
+    policy: VQBeTPolicy, batch: int, steps: int, device: torch.device, amp: bool = False
+) -> float:
+    """Forward + backward + AdamW step on a fixed batch; samples (windows) per second."""
+    policy.to(device).train()
+    data = random_batch(policy, batch, device)
+    optimizer = torch.optim.AdamW(decay_groups(policy, 0.01), lr=1e-4)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
+    def step() -> None:
+        with autocast:
+            loss, _ = policy(data)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def act_latency_ms(policy: VQBeTPolicy, batch: int, calls: int, device: torch.device) -> tuple[float, float]:
+    """Median ms of select_action: (ensemble mode = a model call every step, queue mode average)."""
+    policy.to(device).eval()
+    obs = np.random.default_rng(0).normal(size=(batch, OBS_DIM)).astype(np.float32)
+    out = []
+    for mode in ("ensemble", "queue"):
+        policy.config.execution = mode
+        policy.reset()
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            action = policy.select_action(obs)
+            if device.type == "cuda":
+                action.cpu()
+            times.append(time.perf_counter() - start)
+        out.append(1000 * statistics.median(times[10:]) if mode == "ensemble" else 1000 * np.mean(times[10:]))
+    policy.config.execution = "queue"
+    return out[0], out[1]
+
+
+def data_loading_share(batch: int, steps: int) -> tuple[float, float]:
+    """(ms per batch from a DataLoader over TrajectoryWindows of MultiReach demonstrations,
+    ms per default training step) measured back to back."""
+    from vqbet.data import EpisodeData, TrajectoryWindows
+
+    rng = np.random.default_rng(0)
+    episodes = [
+        {
+            "obs": rng.normal(size=(90, OBS_DIM)).astype(np.float32),
+            "action": rng.normal(size=(90, 2)).astype(np.float32),
+        }
+        for _ in range(1000)
+    ]
+    windows = TrajectoryWindows(EpisodeData.from_episodes(episodes), obs_window=5, action_chunk=5)
+    loader = torch.utils.data.DataLoader(windows, batch_size=batch, shuffle=True)
+    it = iter(loader)
+    next(it)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(it)
+    load_ms = 1000 * (time.perf_counter() - start) / steps
+    policy = make_policy(next(iter(CONFIGS)))
+    train_ms = 1000 * batch / train_samples_per_s(policy, batch, steps, torch.device("cpu"))
+    return load_ms, train_ms
+
+
+def eval_throughput(episodes: int = 40) -> tuple[float, float]:
+    """(env steps/s of evaluate() with the default policy, env steps/s of raw stepping of the same
+    SyncVectorEnv with random actions)."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+    from vqbet.evaluate import evaluate
+
+    def make_env():
+        return gym.make("vqbet/MultiReach-v0", disable_env_checker=True)
+
+    policy = make_policy(next(iter(CONFIGS))).eval()
+    start = time.perf_counter()
+    result = evaluate(policy, make_env, episodes, seed=0, num_envs=10, progress=False)
+    steps = sum(e["length"] for e in result["episodes"])
+    with_policy = steps / (time.perf_counter() - start)
+    vec = gym.vector.SyncVectorEnv([make_env] * 10)
+    vec.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, (500, 10, 2)).astype(np.float32)
+    start = time.perf_counter()
+    for a in actions:
+        vec.step(a)
+    raw = 5000 / (time.perf_counter() - start)
+    return with_policy, raw
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU\n")
+    print(
+        "| config | params | train samples/s (batch 256) "
+        "| select_action ms, batch 1 (model call / queue avg) "
+        "| select_action ms, batch 64 (model call / queue avg) |"
+    )
+    print("|---|---|---|---|---|")
+    for name in CONFIGS:
+        torch.manual_seed(0)
+        policy = make_policy(name)
+        params = sum(p.numel() for p in policy.parameters())
+        sps = train_samples_per_s(policy, 256, args.steps, device)
+        b1 = act_latency_ms(policy, 1, 300, device)
+        b64 = act_latency_ms(policy, 64, 100, device)
+        print(
+            f"| {name} | {params:,} | {sps:,.0f} | {b1[0]:.2f} / {b1[1]:.2f} | {b64[0]:.2f} / {b64[1]:.2f} |",
+            flush=True,
+        )
+    load_ms, train_ms = data_loading_share(256, args.steps)
+    print(
+        f"\ndata loading: {load_ms:.1f} ms per batch of 256 windows vs {train_ms:.1f} ms per training step "
+        f"= {100 * load_ms / (load_ms + train_ms):.0f}% of a step (single-process loader)"
+    )
+    with_policy, raw = eval_throughput()
+    print(
+        f"evaluation: {with_policy:,.0f} env steps/s with the policy vs {raw:,.0f} raw "
+        f"(10-env SyncVectorEnv) = {100 * with_policy / raw:.0f}%"
+    )
+
+
+if __name__ == "__main__":
+    main()
