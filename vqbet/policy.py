@@ -20,6 +20,7 @@ from vqbet.acting import ChunkActing
 from vqbet.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
+    config_from_dict,
     load_state_strict,
     read_json,
     read_tensors,
@@ -105,11 +106,8 @@ class VQBeTConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> VQBeTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown policy config keys {unknown}")
-        return cls(**data)
+        """Build from a dict, naming unknown keys instead of failing with a TypeError."""
+        return config_from_dict(cls, data, source)
 
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float) -> Tensor:

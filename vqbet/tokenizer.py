@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from vqbet.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
+    config_from_dict,
     load_state_strict,
     read_json,
     read_tensors,
@@ -93,11 +94,7 @@ class TokenizerConfig:
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> TokenizerConfig:
         """Build from a dict, naming unknown keys instead of failing with a TypeError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown tokenizer config keys {unknown}")
-        return cls(**data)
+        return config_from_dict(cls, data, source)
 
 
 @dataclass
