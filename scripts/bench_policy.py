@@ -164,6 +164,47 @@ def eval_throughput(episodes: int = 40) -> tuple[float, float]:
     return with_policy, raw
 
 
+def _ddp_worker(rank: int, world: int, port: int, steps: int, out: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    policy = make_policy(next(iter(CONFIGS))).train()
+    model = DistributedDataParallel(policy)
+    data = random_batch(policy, 256 // world, torch.device("cpu"))
+    optimizer = torch.optim.AdamW(decay_groups(policy, 0.01), lr=1e-4)
+    for i in range(steps + 3):
+        if i == 3:
+            dist.barrier()
+            start = time.perf_counter()
+        loss, _ = model(data)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if rank == 0:
+        Path(out).write_text(str(256 * steps / (time.perf_counter() - start)))
+    dist.destroy_process_group()
+
+
+def ddp_samples_per_s(steps: int) -> float:
+    """Global samples/s of 2 gloo processes (1 thread each) on a global batch of 256."""
+    import socket
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/sps"
+        mp.spawn(_ddp_worker, args=(2, port, steps, out), nprocs=2, join=True)
+        return float(Path(out).read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -193,6 +234,12 @@ def main() -> None:
     print(
         f"\ndata loading: {load_ms:.1f} ms per batch of 256 windows vs {train_ms:.1f} ms per training step "
         f"= {100 * load_ms / (load_ms + train_ms):.0f}% of a step (single-process loader)"
+    )
+    single = train_samples_per_s(make_policy(next(iter(CONFIGS))), 256, args.steps, device)
+    ddp = ddp_samples_per_s(args.steps)
+    print(
+        f"DDP, default config, global batch 256: 2 gloo processes x 1 thread {ddp:,.0f} samples/s vs "
+        f"1 process x 2 threads {single:,.0f} ({ddp / single:.2f}x)"
     )
     with_policy, raw = eval_throughput()
     print(

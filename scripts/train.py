@@ -37,7 +37,7 @@ from vqbet.data import TrajectoryWindows, read_hdf5, split_episodes  # noqa: E40
 from vqbet.evaluate import evaluate  # noqa: E402
 from vqbet.policy import VQBeTConfig, VQBeTPolicy  # noqa: E402
 from vqbet.report import plot_curves, plot_orders, record_video, write_report  # noqa: E402
-from vqbet.train_policy import PolicyTrainConfig, resolve_device, train_policy  # noqa: E402
+from vqbet.train_policy import PolicyTrainConfig, resolve_device, setup_distributed, train_policy  # noqa: E402
 
 EVAL_SEED = 1_000_000  # disjoint from the demonstration seeds 0..episodes-1
 
@@ -93,14 +93,22 @@ def phase_one(policy: torch.nn.Module, cfg: DictConfig, windows: TrajectoryWindo
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
+    # Under torchrun: join the process group first (gloo on CPU, NCCL on CUDA); rank 0 collects,
+    # logs, evaluates and writes; every rank fits the same phase 1 from the same seed.
+    rank, world, _ = setup_distributed(resolve_device(str(cfg.train.device)))
     run_dir = absolute(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"run folder: {run_dir}")
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     dataset = absolute(cfg.task.dataset)
-    if not dataset.is_file():
-        print(f"{dataset} is missing: collecting {cfg.collect.episodes} expert episodes first")
-        collect(cfg.task.env_id, int(cfg.collect.episodes), dataset, seed=0, workers=int(cfg.collect.workers))
+    if rank == 0:
+        print(f"run folder: {run_dir} ({world} process{'es' if world > 1 else ''})")
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        if not dataset.is_file():
+            print(f"{dataset} is missing: collecting {cfg.collect.episodes} expert episodes first")
+            collect(
+                cfg.task.env_id, int(cfg.collect.episodes), dataset, seed=0, workers=int(cfg.collect.workers)
+            )
+    if world > 1:
+        torch.distributed.barrier()
     data = read_hdf5(dataset)
     if data.obs.shape[1] != cfg.task.obs_dim or data.action.shape[1] != cfg.task.action_dim:
         raise ValueError(
@@ -116,7 +124,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     policy = build_policy(cfg)
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard")) if rank == 0 else None
     if not (bool(cfg.resume) and (run_dir / "checkpoints" / "last").is_dir()):
         phase_one(policy, cfg, train_set, run_dir)
     params = sum(p.numel() for p in policy.parameters())
@@ -142,9 +150,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         train_cfg,
         run_dir,
         resume=bool(cfg.resume),
-        log=lambda k, v, s: writer.add_scalar(k, v, s),
+        log=(lambda k, v, s: writer.add_scalar(k, v, s)) if writer is not None else None,
         on_eval=on_eval,
     )
+    if writer is None:  # ranks other than 0 are done: rank 0 evaluates and reports
+        return {}
     writer.close()
     train_seconds = time.perf_counter() - started
 

@@ -90,13 +90,12 @@ class MLPPolicy(ChunkActing, nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """MSE between the predicted and demonstrated chunk of the window's last step."""
-        c = self.config
         target = self.action_normalizer.normalize(batch["action"][:, -1])
         error = (self._predict(batch["obs"]) - target).square()
         mask = batch.get("action_mask")
         if mask is not None:
             m = mask[:, -1, :, None].to(error.dtype)
-            loss = (error * m).sum() / (m.sum() * c.action_dim).clamp_min(1.0)
+            loss = (error * m).sum() / error.numel()  # full count: DDP shards average exactly
         else:
             loss = error.mean()
         return loss, {"loss": loss.item(), "mse": loss.item()}

@@ -246,7 +246,9 @@ class VQBeTPolicy(ChunkActing, nn.Module):
         mask = batch.get("action_mask")
         if mask is not None:
             mask = mask.reshape(b * t, c.action_chunk, 1).to(error.dtype)
-            offset_loss = (error * mask).sum() / (mask.sum() * c.action_dim).clamp_min(1.0)
+            # Normalised by the full count, not the mask's: equal-sized DDP shards then average
+            # to exactly the single-process loss.
+            offset_loss = (error * mask).sum() / error.numel()
         else:
             offset_loss = error.mean()
         loss = code_loss + c.offset_loss_weight * offset_loss

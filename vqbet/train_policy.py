@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
@@ -73,15 +75,35 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL on CUDA, gloo on CPU, chosen
+    from the device. Returns (rank, world size, this process's device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
 class StepBatchSampler(Sampler[list[int]]):
     """Batches for steps [start, stop): each epoch is a permutation seeded by (seed, epoch), so the
-    batch of any step can be recomputed and training resumes exactly where it stopped."""
+    batch of any step can be recomputed and training resumes exactly where it stopped. `batch_size`
+    is the global batch; with `world` processes, rank r gets its 1/world share of it."""
 
-    def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int) -> None:
+    def __init__(
+        self, size: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1
+    ) -> None:
         if size < 1:
             raise ValueError("StepBatchSampler: empty dataset")
         self.size, self.batch_size = size, min(batch_size, size)
+        if self.batch_size % world:
+            raise ValueError(f"the global batch ({self.batch_size}) must divide among {world} processes")
         self.seed, self.start, self.stop = seed, start, stop
+        self.rank, self.world = rank, world
         self.per_epoch = size // self.batch_size
 
     def __len__(self) -> int:
@@ -95,7 +117,8 @@ class StepBatchSampler(Sampler[list[int]]):
                 g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
                 perm = torch.randperm(self.size, generator=g)
             i = (step % self.per_epoch) * self.batch_size
-            yield perm[i : i + self.batch_size].tolist()
+            # Under DDP each rank takes every world-th window of the same global batch.
+            yield perm[i : i + self.batch_size][self.rank :: self.world].tolist()
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -154,7 +177,8 @@ def train_policy(
     result equals an uninterrupted run. `log(name, value, step)` receives scalars (e.g. tensorboard);
     `on_eval(acting_policy, step)` may add metrics (e.g. rollouts) at every evaluation.
     """
-    device = resolve_device(config.device)
+    rank, world, device = setup_distributed(resolve_device(config.device))
+    main_process = rank == 0
     run_dir = Path(run_dir)
     last, best = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
     if hasattr(policy, "freeze_tokenizer"):
@@ -162,6 +186,12 @@ def train_policy(
     policy.to(device).train()
     optimizer = torch.optim.AdamW(decay_groups(policy, config.weight_decay), lr=config.lr)
     trainable = [p for p in policy.parameters() if p.requires_grad]
+    # DDP averages gradients over ranks (its buffer broadcast is cheap: codebooks and statistics).
+    model = (
+        DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
+        if world > 1
+        else policy
+    )
     ema = copy.deepcopy(policy).eval() if config.ema_decay > 0 else None
     state: dict[str, Any] = {"step": 0, "best_val": math.inf, "history": []}
     if resume and (last / STATE_JSON).is_file():
@@ -178,7 +208,9 @@ def train_policy(
     else:
         torch.manual_seed(config.seed)
     start = int(state["step"])
-    sampler = StepBatchSampler(len(train_set), config.batch_size, config.seed, start, config.steps)
+    sampler = StepBatchSampler(
+        len(train_set), config.batch_size, config.seed, start, config.steps, rank, world
+    )
     loader = DataLoader(
         train_set,
         batch_sampler=sampler,
@@ -194,7 +226,7 @@ def train_policy(
         total=config.steps,
         initial=start,
         desc="policy",
-        disable=None if progress else True,
+        disable=None if progress and main_process else True,
         dynamic_ncols=True,
     )
     seen, tick = 0, time.perf_counter()
@@ -203,7 +235,7 @@ def train_policy(
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(step - 1, config.steps, config.warmup_steps)
         with autocast:
-            loss, metrics = policy(_to(batch, device))
+            loss, metrics = model(_to(batch, device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
@@ -213,9 +245,11 @@ def train_policy(
             with torch.no_grad():
                 for e, p in zip(ema.parameters(), policy.parameters(), strict=True):
                     e.lerp_(p, 1.0 - config.ema_decay)
-        seen += batch["obs"].shape[0]
+        seen += batch["obs"].shape[0] * world
         bar.update()
         acting = ema if ema is not None else policy
+        if not main_process:  # logging, evaluation and checkpoints happen on rank 0 only
+            continue
         if step % config.log_every == 0 or step == config.steps:
             now = time.perf_counter()
             metrics.update(lr=optimizer.param_groups[0]["lr"], samples_per_s=seen / (now - tick))
@@ -242,5 +276,6 @@ def train_policy(
             save_checkpoint(last, policy, optimizer, state, acting)
     bar.close()
     state["step"] = step
-    (run_dir / "train_history.json").write_text(json.dumps(state["history"], indent=1))
+    if main_process:
+        (run_dir / "train_history.json").write_text(json.dumps(state["history"], indent=1))
     return state
