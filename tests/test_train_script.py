@@ -25,6 +25,15 @@ def command(tmp: Path, run: str, *extra: str) -> list[str]:
     ]
 
 
+def train(tmp: Path, run: str, *extra: str) -> subprocess.CompletedProcess:
+    """Run scripts/train.py to completion; fail with its stderr if it fails."""
+    out = subprocess.run(
+        command(tmp, run, *extra), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
 def weights(run: Path) -> dict:
     return load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
 
@@ -35,8 +44,7 @@ def tmp(tmp_path_factory):
 
 
 def test_smoke_run_writes_checkpoints(tmp):
-    out = subprocess.run(command(tmp, "a"), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = train(tmp, "a")
     assert "phase 1: tokenizer" in out.stdout and "phase 2: vqbet" in out.stdout
     for name in ("last", "best"):
         folder = tmp / "a" / "checkpoints" / name
@@ -50,15 +58,7 @@ def test_smoke_run_writes_checkpoints(tmp):
 
 @pytest.mark.parametrize("policy", ["mlp", "bet"])
 def test_baselines_train_and_evaluate(tmp, policy):
-    out = subprocess.run(
-        command(tmp, policy, f"policy={policy}", "eval.video_episodes=0"),
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = train(tmp, policy, f"policy={policy}", "eval.video_episodes=0")
     assert f"{policy} on vqbet/MultiReach-v0: success" in out.stdout
 
 
@@ -74,10 +74,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp):
         "policy.n_embd=32",
         "policy.head_hidden=64",
     ]
-    full = subprocess.run(
-        command(tmp, "full", *steps), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600
-    )
-    assert full.returncode == 0, full.stderr[-3000:]
+    train(tmp, "full", *steps)
 
     state = tmp / "killed" / "checkpoints" / "last" / "train_state.json"
     proc = subprocess.Popen(
@@ -97,15 +94,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp):
     proc.wait()
     assert '"step": 300' not in state.read_text()
 
-    resumed = subprocess.run(
-        command(tmp, "killed", *steps, "resume=true"),
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    train(tmp, "killed", *steps, "resume=true")
     a, b = weights(tmp / "full"), weights(tmp / "killed")
     assert a.keys() == b.keys()
     for key in a:
