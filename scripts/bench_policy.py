@@ -1,7 +1,8 @@
 """Policy benchmark: training samples/s, select_action latency, data loading share, evaluation
 throughput against raw env stepping.
 
-    python scripts/bench_policy.py            # ~3 minutes on 2 CPU cores
+    python scripts/bench_policy.py              # ~4 minutes on 2 CPU cores
+    python scripts/bench_policy.py --only-eval --profile 12   # evaluation rows and profiler tables
 
 Configs: our default (configs/policy/vqbet.yaml on MultiReach) and VQ-BeT's Kitchen config (GPT 6
 layers, 6 heads, n_embd 120, To 10, K 16, L 2, heads 1024 wide), measured in the same run.
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from vqbet import ActionTokenizer  # noqa: E402
 from vqbet.policy import VQBeTConfig, VQBeTPolicy  # noqa: E402
 from vqbet.train import decay_groups  # noqa: E402
+from vqbet.train_policy import compile_network  # noqa: E402
 
 OBS_DIM, ACTION_DIM = 6, 2
 
@@ -138,30 +140,71 @@ def data_loading_share(batch: int, steps: int) -> tuple[float, float]:
     return load_ms, train_ms
 
 
-def eval_throughput(episodes: int = 40) -> tuple[float, float]:
+class StaggeredEnvs:
+    """make_env for evaluate(): MultiReach envs whose time limits differ, so that episodes end at
+    different steps and the policy's chunk queues fall out of step, as with a trained policy."""
+
+    limits = (200, 170, 140, 185, 155, 125)
+
+    def __init__(self, staggered: bool) -> None:
+        self.staggered, self.count = staggered, 0
+
+    def __call__(self):
+        import gymnasium as gym
+
+        import envs  # noqa: F401
+
+        limit = self.limits[self.count % len(self.limits)] if self.staggered else 200
+        self.count += 1
+        return gym.make("vqbet/MultiReach-v0", max_episode_steps=limit, disable_env_checker=True)
+
+
+def eval_throughput(num_envs: int, staggered: bool, episodes: int) -> tuple[float, float]:
     """(env steps/s of evaluate() with the default policy, env steps/s of raw stepping of the same
-    SyncVectorEnv with random actions)."""
+    SyncVectorEnv with random actions, as many steps, fastest of three)."""
     import gymnasium as gym
 
-    import envs  # noqa: F401
     from vqbet.evaluate import evaluate
 
-    def make_env():
-        return gym.make("vqbet/MultiReach-v0", disable_env_checker=True)
-
     policy = make_policy(next(iter(CONFIGS))).eval()
-    start = time.perf_counter()
-    result = evaluate(policy, make_env, episodes, seed=0, num_envs=10, progress=False)
-    steps = sum(e["length"] for e in result["episodes"])
-    with_policy = steps / (time.perf_counter() - start)
-    vec = gym.vector.SyncVectorEnv([make_env] * 10)
+    with_policy = 0.0
+    for _ in range(2):  # this VM's timings vary by ~30% run to run: the faster of two
+        start = time.perf_counter()
+        result = evaluate(policy, StaggeredEnvs(staggered), episodes, 0, num_envs=num_envs, progress=False)
+        steps = sum(e["length"] for e in result["episodes"])
+        with_policy = max(with_policy, steps / (time.perf_counter() - start))
+    make_env = StaggeredEnvs(staggered)
+    vec = gym.vector.SyncVectorEnv([make_env for _ in range(num_envs)])
     vec.reset(seed=0)
-    actions = np.random.default_rng(0).uniform(-1, 1, (500, 10, 2)).astype(np.float32)
-    start = time.perf_counter()
-    for a in actions:
-        vec.step(a)
-    raw = 5000 / (time.perf_counter() - start)
+    n = max(1, steps // num_envs)
+    actions = np.random.default_rng(0).uniform(-1, 1, (n, num_envs, 2)).astype(np.float32)
+    raw = 0.0
+    for _ in range(3):  # the fastest of three: a conservative reference
+        start = time.perf_counter()
+        for a in actions:
+            vec.step(a)
+        raw = max(raw, n * num_envs / (time.perf_counter() - start))
+    vec.close()
     return with_policy, raw
+
+
+def profile_tables(rows: int) -> None:
+    """torch.profiler tables (self CPU time) of a default-config training step and of evaluate()."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from vqbet.evaluate import evaluate
+
+    policy = make_policy(next(iter(CONFIGS)))
+    train_samples_per_s(policy, 256, 3, torch.device("cpu"))  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_samples_per_s(policy, 256, 5, torch.device("cpu"))
+    print("\ntraining step (5 steps, batch 256), top ops by self CPU time:")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+    policy.eval()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        evaluate(policy, StaggeredEnvs(True), 20, seed=0, num_envs=10, progress=False)
+    print("evaluate() (20 episodes, 10 envs, staggered), top ops by self CPU time:")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
 def _ddp_worker(rank: int, world: int, port: int, steps: int, out: str) -> None:
@@ -205,47 +248,75 @@ def ddp_samples_per_s(steps: int) -> float:
         return float(Path(out).read_text())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=30)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU\n")
+def model_rows(steps: int, device: torch.device, compiled: bool) -> None:
     print(
         "| config | params | train samples/s (batch 256) "
         "| select_action ms, batch 1 (model call / queue avg) "
         "| select_action ms, batch 64 (model call / queue avg) |"
     )
     print("|---|---|---|---|---|")
-    for name in CONFIGS:
+    variants = [(name, False) for name in CONFIGS] + ([(next(iter(CONFIGS)), True)] if compiled else [])
+    for name, compile_it in variants:
         torch.manual_seed(0)
         policy = make_policy(name)
+        if compile_it:
+            compile_network(policy)
         params = sum(p.numel() for p in policy.parameters())
-        sps = train_samples_per_s(policy, 256, args.steps, device)
+        sps = train_samples_per_s(policy, 256, steps, device)
         b1 = act_latency_ms(policy, 1, 300, device)
         b64 = act_latency_ms(policy, 64, 100, device)
+        label = f"{name}, torch.compile" if compile_it else name
         print(
-            f"| {name} | {params:,} | {sps:,.0f} | {b1[0]:.2f} / {b1[1]:.2f} | {b64[0]:.2f} / {b64[1]:.2f} |",
+            f"| {label} | {params:,} | {sps:,.0f} "
+            f"| {b1[0]:.2f} / {b1[1]:.2f} | {b64[0]:.2f} / {b64[1]:.2f} |",
             flush=True,
         )
-    load_ms, train_ms = data_loading_share(256, args.steps)
+
+
+def loading_and_ddp_rows(steps: int, device: torch.device) -> None:
+    load_ms, train_ms = data_loading_share(256, steps)
     print(
         f"\ndata loading: {load_ms:.1f} ms per batch of 256 windows vs {train_ms:.1f} ms per training step "
         f"= {100 * load_ms / (load_ms + train_ms):.0f}% of a step (single-process loader)"
     )
-    single = train_samples_per_s(make_policy(next(iter(CONFIGS))), 256, args.steps, device)
-    ddp = ddp_samples_per_s(args.steps)
+    single = train_samples_per_s(make_policy(next(iter(CONFIGS))), 256, steps, device)
+    ddp = ddp_samples_per_s(steps)
     print(
         f"DDP, default config, global batch 256: 2 gloo processes x 1 thread {ddp:,.0f} samples/s vs "
         f"1 process x 2 threads {single:,.0f} ({ddp / single:.2f}x)"
     )
-    with_policy, raw = eval_throughput()
-    print(
-        f"evaluation: {with_policy:,.0f} env steps/s with the policy vs {raw:,.0f} raw "
-        f"(10-env SyncVectorEnv) = {100 * with_policy / raw:.0f}%"
-    )
+
+
+def eval_rows() -> None:
+    print("\n| evaluation: envs | episode ends | with policy, env steps/s | raw stepping, env steps/s | % |")
+    print("|---|---|---|---|---|")
+    for num_envs in (10, 50):
+        for staggered in (False, True):
+            with_policy, raw = eval_throughput(num_envs, staggered, episodes=4 * num_envs)
+            print(
+                f"| {num_envs} | {'staggered' if staggered else 'together'} | {with_policy:,.0f} "
+                f"| {raw:,.0f} | {100 * with_policy / raw:.0f}% |",
+                flush=True,
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--only-eval", action="store_true", help="only the evaluation-throughput rows")
+    parser.add_argument("--compile", action="store_true", help="add a torch.compile row (slow to compile)")
+    parser.add_argument("--profile", type=int, default=0, help="print profiler tables with this many rows")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU\n")
+    if not args.only_eval:
+        model_rows(args.steps, device, args.compile)
+        loading_and_ddp_rows(args.steps, device)
+    eval_rows()
+    if args.profile:
+        profile_tables(args.profile)
 
 
 if __name__ == "__main__":

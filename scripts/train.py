@@ -37,7 +37,13 @@ from vqbet.data import TrajectoryWindows, read_hdf5, split_episodes  # noqa: E40
 from vqbet.evaluate import evaluate  # noqa: E402
 from vqbet.policy import VQBeTConfig, VQBeTPolicy  # noqa: E402
 from vqbet.report import plot_curves, plot_orders, record_video, write_report  # noqa: E402
-from vqbet.train_policy import PolicyTrainConfig, resolve_device, setup_distributed, train_policy  # noqa: E402
+from vqbet.train_policy import (  # noqa: E402
+    PolicyTrainConfig,
+    compile_network,
+    resolve_device,
+    setup_distributed,
+    train_policy,
+)
 
 EVAL_SEED = 1_000_000  # disjoint from the demonstration seeds 0..episodes-1
 
@@ -138,7 +144,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             return {}
         was_training = acting.training
         acting.eval()
-        result = evaluate(acting, make_env, int(cfg.eval.during_training), EVAL_SEED, progress=False)
+        result = evaluate(
+            acting,
+            make_env,
+            int(cfg.eval.during_training),
+            EVAL_SEED,
+            num_envs=int(cfg.eval.num_envs),
+            progress=False,
+        )
         acting.train(was_training)
         return {"success_rate": result["summary"]["success_rate"]}
 
@@ -160,7 +173,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     best = load_policy(
         run_dir / "checkpoints" / "best", obs_dim=cfg.task.obs_dim, action_dim=cfg.task.action_dim
-    )
+    ).to(resolve_device(str(cfg.train.device)))  # the simulator stays on the CPU
+    if cfg.train.compile:
+        compile_network(best)
     print(f"evaluating {run_dir / 'checkpoints' / 'best'} on {cfg.eval.episodes} episodes")
     torch.manual_seed(int(cfg.seed))
     result = evaluate(best, make_env, int(cfg.eval.episodes), EVAL_SEED, num_envs=int(cfg.eval.num_envs))

@@ -6,7 +6,7 @@ import torch
 
 from vqbet import ActionTokenizer, TokenizerFitConfig, fit_tokenizer
 from vqbet.data import EpisodeData, TrajectoryWindows
-from vqbet.policy import VQBeTConfig, VQBeTPolicy
+from vqbet.policy import VQBeTConfig, VQBeTPolicy, sample_codes
 from vqbet.train_policy import PolicyTrainConfig, train_policy
 
 TA = 4
@@ -117,6 +117,55 @@ def test_queue_calls_model_every_ta_steps_and_ensemble_every_step(monkeypatch):
     for _ in range(5):
         policy.select_action(obs)
     assert len(calls) == 5
+
+
+def test_acting_features_equal_the_last_step_of_the_full_pass():
+    torch.manual_seed(0)
+    policy = make_policy(n_layer=3).eval()
+    obs = torch.randn(4, 3, 2)
+    full = policy.features(obs)[:, -1]
+    last = policy.features(obs, last_only=True)
+    assert last.shape == (4, 1, 32)
+    torch.testing.assert_close(last[:, 0], full, rtol=1e-5, atol=1e-6)
+
+
+def test_staggered_queues_predict_only_for_envs_that_need_it_and_match_single_env_acting(monkeypatch):
+    torch.manual_seed(0)
+    policy = make_policy(temperature=0.0).eval()
+    rng = np.random.default_rng(0)
+    obs_seq = rng.normal(size=(3 * TA, 3, 2)).astype(np.float32)
+    batch_sizes = []
+    original = policy.predict_action_chunk
+
+    def spy(obs_window, goal=None):
+        batch_sizes.append(obs_window.shape[0])
+        return original(obs_window, goal)
+
+    monkeypatch.setattr(policy, "predict_action_chunk", spy)
+    batched = []
+    for t, obs in enumerate(obs_seq):
+        if t == 2:  # env 1's episode ends after two steps: its queue restarts out of step
+            policy.reset(np.array([False, True, False]))
+        batched.append(policy.select_action(obs))
+    assert batch_sizes[:2] == [3, 1] and max(batch_sizes[2:]) <= 2
+    for env in range(3):
+        policy.reset()
+        for t, obs in enumerate(obs_seq):
+            if t == 2 and env == 1:
+                policy.reset()
+            torch.testing.assert_close(policy.select_action(obs[env : env + 1])[0], batched[t][env])
+
+
+def test_sampled_codes_follow_the_tempered_softmax():
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 0.0, -1.0, -30.0], [0.0, 0.0, 0.0, 0.0]])
+    draws = sample_codes(logits.repeat_interleave(20000, 0), temperature=0.5).view(2, 20000)
+    for row in range(2):
+        freq = torch.bincount(draws[row], minlength=4).double() / 20000
+        expected = torch.softmax(logits[row].double() / 0.5, dim=-1)
+        torch.testing.assert_close(freq, expected, atol=0.01, rtol=0)
+    assert draws[0].ne(3).all()  # a code of ~zero probability is never drawn
+    assert sample_codes(logits, temperature=0.0).tolist() == [0, 0]
 
 
 def test_reset_clears_history_and_pads_episode_start():

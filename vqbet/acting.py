@@ -61,9 +61,15 @@ class ChunkActing:
             self._queue = torch.zeros(b, c.action_chunk, c.action_dim, device=fresh.device)
             self._queue_pos = torch.full((b,), c.action_chunk, dtype=torch.long, device=fresh.device)
         need = fresh | (self._queue_pos >= c.action_chunk)
-        if need.any():
-            chunk = self.predict_action_chunk(self._history, goal)
-            self._queue[need] = chunk[need]
+        n = int(need.sum())
+        if n == b:
+            self._queue = self.predict_action_chunk(self._history, goal)
+            self._queue_pos.zero_()
+        elif n:
+            # Once episodes end at different steps the queues fall out of step: predict only for
+            # the environments whose queue ran out, not for the whole batch.
+            sub_goal = goal[need] if goal is not None else None
+            self._queue[need] = self.predict_action_chunk(self._history[need], sub_goal)
             self._queue_pos[need] = 0
         action = self._queue[torch.arange(b, device=fresh.device), self._queue_pos]
         self._queue_pos += 1

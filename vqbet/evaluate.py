@@ -59,15 +59,16 @@ def evaluate(
     n_episodes: int,
     seed: int,
     *,
-    num_envs: int = 8,
+    num_envs: int = 50,
     asynchronous: bool = False,
     progress: bool = True,
     on_step: Callable[[np.ndarray, list[int]], None] | None = None,
 ) -> dict[str, Any]:
     """Roll `policy` out for `n_episodes` episodes (seeds seed..seed+n-1) in `num_envs` parallel
-    envs. Returns {"episodes": [records], "summary": summarize(...)}. An episode the simulator
-    flags unstable counts as a failure and the evaluation goes on. `on_step(frames_source_obs,
-    episode_ids)` lets a caller record videos."""
+    envs (at most n_episodes; many envs amortise the policy's per-call overhead over a larger
+    batch: see scripts/bench_policy.py). Returns {"episodes": [records], "summary": summarize(...)}.
+    An episode the simulator flags unstable counts as a failure and the evaluation goes on.
+    `on_step(frames_source_obs, episode_ids)` lets a caller record videos."""
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
     num_envs = min(num_envs, n_episodes)

@@ -19,13 +19,17 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
         self.resid_drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        b, t, c = x.shape  # (B, T, C)
+    def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
+        """x (B, T, C) -> (B, T, C), or (B, 1, C) for the last position only when `last_only`."""
+        b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         # (B, nh, T, hs)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        if last_only:
+            # The last query may attend to every key, so no causal mask is needed.
+            q, t = q[:, :, -1:], 1
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, is_causal=not last_only, dropout_p=self.dropout if self.training else 0.0
         )
         y = y.transpose(1, 2).contiguous().view(b, t, c)
         return self.resid_drop(self.proj(y))
@@ -50,10 +54,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(n_embd)
         self.mlp = MLP(n_embd, dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln_1(x))
-        x = x + self.mlp(self.ln_2(x))
-        return x
+    def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
+        y = self.attn(self.ln_1(x), last_only)
+        x = (x[:, -1:] if last_only else x) + y
+        return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
@@ -80,11 +84,13 @@ class GPT(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(self, tokens: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, last_only: bool = False) -> Tensor:
+        """tokens (B, T, C) -> features (B, T, C); with `last_only`, (B, 1, C) for the last position,
+        which is all acting needs: the last block then runs its query and MLP on one token."""
         t = tokens.shape[1]
         if t > self.block_size:
             raise ValueError(f"GPT: sequence of {t} tokens exceeds block_size {self.block_size}")
         x = self.drop(tokens + self.pos[:, :t])
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, last_only and i == len(self.blocks) - 1)
         return self.ln_f(x)

@@ -62,6 +62,23 @@ class PolicyTrainConfig:
     """"auto" (CUDA when available), "cpu" or "cuda"."""
     amp: bool = True
     """bf16 autocast on CUDA (ignored on CPU)."""
+    compile: bool = False
+    """torch.compile the policy's network (transformer or MLP) in place: a compile at the start,
+    faster steps on CUDA; on a 2-core CPU it gains little (see scripts/bench_policy.py)."""
+
+
+def compile_network(policy: torch.nn.Module) -> torch.nn.Module:
+    """Compile in place the arithmetic-heavy part of a policy (`gpt` of VQ-BeT/BeT, `net` of the
+    MLP); in-place `Module.compile` keeps the state-dict keys, so checkpoints are unchanged."""
+    compiled = False
+    for name in ("gpt", "net"):
+        module = getattr(policy, name, None)
+        if isinstance(module, torch.nn.Module):
+            module.compile()
+            compiled = True
+    if not compiled:
+        raise ValueError(f"compile: {type(policy).__name__} has no `gpt` or `net` module to compile")
+    return policy
 
 
 def resolve_device(name: str) -> torch.device:
@@ -184,6 +201,8 @@ def train_policy(
     if hasattr(policy, "freeze_tokenizer"):
         policy.freeze_tokenizer()
     policy.to(device).train()
+    if config.compile:
+        compile_network(policy)
     optimizer = torch.optim.AdamW(decay_groups(policy, config.weight_decay), lr=config.lr)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     # DDP averages gradients over ranks (its buffer broadcast is cheap: codebooks and statistics).
