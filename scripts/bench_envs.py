@@ -1,10 +1,14 @@
-"""Environment benchmark: stepping, expert and rendering speed, expert success and mode entropy.
+"""Environment benchmark: stepping, expert and rendering speed, expert success and mode entropy,
+and the MLP behaviour-cloning contrast.
 
-    python scripts/bench_envs.py [--episodes 200] [--tasks MultiReach BlockPush]
+    python scripts/bench_envs.py [--episodes 200] [--tasks MultiReach BlockPush PushT] [--mlp-steps 1500]
 
 Per task: raw env steps/s (random actions, one process), expert steps/s (expert + env), 96x96
 frames/s (each checked not blank), expert success and completion-order entropy over `--episodes`
-seeded episodes, and collection episodes/s with 2 processes (scripts/collect.py's function).
+seeded episodes (PushT: also mean max coverage), and collection episodes/s with 2 processes
+(scripts/collect.py's function). Then, per task, an MLP-BC policy (vqbet.baselines.MLPPolicy) is
+trained on those expert episodes and evaluated on 100 fresh seeds next to the expert: a task that
+tests multimodality shows MLP-BC short of the expert in success or in order entropy.
 """
 
 from __future__ import annotations
@@ -61,11 +65,36 @@ def render_fps(env_id: str, frames: int = 300) -> float:
     return frames / seconds
 
 
+def mlp_contrast(env_id: str, episodes: list[dict], steps: int, eval_episodes: int = 100) -> dict:
+    """Train MLP-BC on `episodes` for `steps` and evaluate it on seeds 2,000,000+: its summary."""
+    import torch
+
+    from vqbet.baselines import MLPConfig, MLPPolicy
+    from vqbet.data import EpisodeData, TrajectoryWindows
+    from vqbet.evaluate import evaluate
+    from vqbet.train_policy import PolicyTrainConfig, train_policy
+
+    torch.manual_seed(0)
+    windows = TrajectoryWindows(EpisodeData.from_episodes(episodes), obs_window=5, action_chunk=5)
+    obs_dim, action_dim = episodes[0]["obs"].shape[1], episodes[0]["action"].shape[1]
+    policy = MLPPolicy(MLPConfig(obs_dim=obs_dim, action_dim=action_dim, obs_window=5, action_chunk=5))
+    policy.obs_normalizer.fit(torch.from_numpy(windows.data.obs))
+    policy.action_normalizer.fit(torch.from_numpy(windows.data.action))
+    config = PolicyTrainConfig(steps=steps, eval_every=steps, checkpoint_every=steps, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        train_policy(policy, windows, None, config, tmp, progress=False)
+    policy.eval()
+    make_env = lambda: gym.make(env_id, disable_env_checker=True)  # noqa: E731
+    return evaluate(policy, make_env, eval_episodes, seed=2_000_000, progress=False)["summary"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--tasks", nargs="*", default=sorted(envs.TASKS))
+    parser.add_argument("--mlp-steps", type=int, default=1500, help="MLP-BC training steps (0: skip)")
     args = parser.parse_args()
+    expert_runs = {}
     print(
         "| task | raw steps/s | expert steps/s | 96x96 frames/s | expert success (95% CI) "
         "| orders seen | order entropy / uniform max | collect eps/s (2 procs) |"
@@ -82,6 +111,7 @@ def main() -> None:
             steps += episode["length"]
             results.append(episode)
         expert_sps = steps / (time.perf_counter() - start)
+        expert_runs[task] = results
         wins = [r for r in results if r["success"]]
         low, high = wilson_interval(len(wins), len(results))
         orders = [r["order"] for r in wins]
@@ -92,12 +122,31 @@ def main() -> None:
             start = time.perf_counter()
             collect(env_id, n, Path(tmp) / "d.hdf5", workers=2, progress=False)
             collect_eps = n / (time.perf_counter() - start)
+        coverage = [r["info"]["max_coverage"] for r in results if "max_coverage" in r["info"]]
+        extra = f", max coverage {np.mean(coverage):.3f}" if coverage else ""
         print(
             f"| {task} | {raw:,.0f} | {expert_sps:,.0f} | {fps:,.0f} "
-            f"| {len(wins)}/{len(results)} ({low:.2f}-{high:.2f}) "
+            f"| {len(wins)}/{len(results)} ({low:.2f}-{high:.2f}){extra} "
             f"| {len(collections.Counter(orders))}/{env.unwrapped.num_modes} "
             f"| {entropy:.3f} / {max_entropy:.3f} = {100 * entropy / max_entropy:.0f}% "
             f"| {collect_eps:.1f} |",
+            flush=True,
+        )
+    if args.mlp_steps <= 0:
+        return
+    print(
+        f"\n| task | expert success | MLP-BC success (95% CI), 100 episodes | expert order entropy "
+        f"| MLP-BC order entropy (orders) |  (MLP-BC: {args.mlp_steps} steps on the episodes above)"
+    )
+    print("|---" * 5 + "|")
+    for task, results in expert_runs.items():
+        wins = [r for r in results if r["success"]]
+        mlp = mlp_contrast(f"vqbet/{task}-v0", wins, args.mlp_steps)
+        print(
+            f"| {task} | {len(wins) / len(results):.2f} | {mlp['success_rate']:.2f} "
+            f"({mlp['success_ci95'][0]:.2f}-{mlp['success_ci95'][1]:.2f}) "
+            f"| {order_entropy([r['order'] for r in wins]):.3f} "
+            f"| {mlp.get('order_entropy', 0.0):.3f} ({mlp.get('distinct_orders', 0)}) |",
             flush=True,
         )
 

@@ -29,11 +29,13 @@ def test_same_seed_same_trajectory(task):
     assert not np.array_equal(a["obs"][:5], c["obs"][:5])  # the seed matters
 
 
-@pytest.mark.parametrize(("task", "episodes"), [("MultiReach", 30), ("BlockPush", 20)])
-def test_expert_meets_target_and_covers_modes(task, episodes):
+@pytest.mark.parametrize(
+    ("task", "episodes", "target"), [("MultiReach", 30, 0.95), ("BlockPush", 20, 0.95), ("PushT", 10, 0.9)]
+)
+def test_expert_meets_target_and_covers_modes(task, episodes, target):
     env = gym.make(f"vqbet/{task}-v0")
     results = [expert_episode(env, seed=1000 + i) for i in range(episodes)]
-    assert sum(r["success"] for r in results) >= math.ceil(0.95 * episodes)
+    assert sum(r["success"] for r in results) >= math.ceil(target * episodes)
     orders = collections.Counter(r["order"] for r in results if r["success"])
     assert len(orders) >= min(env.unwrapped.num_modes, episodes) * 0.5
     first = results[0]["info"]
@@ -79,3 +81,47 @@ def test_render_96x96_not_blank(task):
     frame = env.render()
     assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8
     assert frame.std() > 10  # walls, pads and bodies, not one colour
+
+
+def _place_tee(env, xy, yaw, agent):
+    u = env.unwrapped
+    qpos = u.data.qpos.copy()
+    qpos[u._tee_adr] = [xy[0], xy[1], yaw]
+    qpos[[u._agent_x, u._agent_y]] = agent
+    u.set_state(qpos, np.zeros_like(u.data.qvel))
+    u.data.ctrl[:] = agent
+
+
+def test_pusht_coverage_is_exact_overlap_and_success_ends_the_episode():
+    env = gym.make("vqbet/PushT-v0")
+    env.reset(seed=0)
+    u = env.unwrapped
+    assert u.area == pytest.approx(0.48 * 0.12 + 0.12 * 0.36)
+    assert u.coverage_at(u.goal_xy, u.goal_yaw) == pytest.approx(1.0)
+    # Shifted along the goal T's own x axis by d: the bar loses d x 0.12 and the stem d x 0.36.
+    d = 0.01
+    shift = d * np.array([np.cos(u.goal_yaw), np.sin(u.goal_yaw)])
+    assert u.coverage_at(u.goal_xy + shift, u.goal_yaw) == pytest.approx(1 - d * 0.48 / u.area)
+    assert u.coverage_at(u.goal_xy + 1.0, u.goal_yaw) == 0.0
+    _place_tee(env, u.goal_xy, u.goal_yaw, agent=np.array([0.8, -0.8]))
+    _, reward, terminated, _, info = env.step(np.array([0.8, -0.8]))
+    assert terminated and info["is_success"] and info["coverage"] == pytest.approx(1.0, abs=1e-3)
+    assert reward == pytest.approx(info["coverage"]) and info["max_coverage"] >= info["coverage"]
+
+
+@pytest.mark.parametrize("yaw", [0.0, 2.0])
+def test_pusht_reports_the_first_face_touched(yaw):
+    env = gym.make("vqbet/PushT-v0")
+    env.reset(seed=0)
+    u = env.unwrapped
+    xy = np.array([-0.5, 0.0])
+    down = np.array([np.sin(yaw), -np.cos(yaw)])  # the T's -y axis in the world
+    below = xy + down * 0.45  # under the stem's bottom face
+    _place_tee(env, xy, yaw, agent=below)
+    assert u.face_at(xy + down * 0.3171) == 0
+    info = {}
+    for _ in range(30):
+        _, _, _, _, info = env.step(np.clip(xy, -1, 1))  # drive the pusher up into the stem
+        if info["order"]:
+            break
+    assert info["order"] == (0,) and envs.pusht.FACES[0] == "stem bottom"
