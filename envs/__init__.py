@@ -14,7 +14,7 @@ from gymnasium.envs.registration import register
 TASKS = {
     "MultiReach": ("envs.multireach:MultiReachEnv", 200),
     "BlockPush": ("envs.blockpush:BlockPushEnv", 350),
-    "PushT": ("envs.pusht:PushTEnv", 500),
+    "PushT": ("envs.pusht:PushTEnv", 600),
 }
 
 for _name, (_entry, _steps) in TASKS.items():

@@ -9,6 +9,7 @@ normaliser), phase 2 (policy), then evaluate the best checkpoint and write a rep
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -29,6 +30,7 @@ for path in (ROOT, ROOT / "scripts"):
         sys.path.insert(0, str(path))
 
 from collect import collect  # noqa: E402
+from eval import EVAL_SEED, absolute, evaluate_and_report  # noqa: E402
 
 import envs  # noqa: E402, F401  (registers the tasks)
 from vqbet import ActionTokenizer, TokenizerConfig, TokenizerFitConfig, fit_tokenizer  # noqa: E402
@@ -36,7 +38,7 @@ from vqbet.baselines import MLPConfig, MLPPolicy, load_policy, make_bet  # noqa:
 from vqbet.data import TrajectoryWindows, read_hdf5, split_episodes  # noqa: E402
 from vqbet.evaluate import evaluate  # noqa: E402
 from vqbet.policy import VQBeTConfig, VQBeTPolicy  # noqa: E402
-from vqbet.report import plot_curves, plot_orders, record_video, write_report  # noqa: E402
+from vqbet.report import plot_curves  # noqa: E402
 from vqbet.train_policy import (  # noqa: E402
     PolicyTrainConfig,
     compile_network,
@@ -44,13 +46,6 @@ from vqbet.train_policy import (  # noqa: E402
     setup_distributed,
     train_policy,
 )
-
-EVAL_SEED = 1_000_000  # disjoint from the demonstration seeds 0..episodes-1
-
-
-def absolute(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else ROOT / p
 
 
 def build_policy(cfg: DictConfig) -> torch.nn.Module:
@@ -63,6 +58,7 @@ def build_policy(cfg: DictConfig) -> torch.nn.Module:
         action_dim=task.action_dim,
         obs_window=task.obs_window,
         action_chunk=task.action_chunk,
+        action_relative_to=list(task.get("action_relative_to", [])),
     )
     if name == "mlp":
         return MLPPolicy(MLPConfig(**dims, **fields))
@@ -83,7 +79,7 @@ def phase_one(policy: torch.nn.Module, cfg: DictConfig, windows: TrajectoryWindo
     """Fit what the policy learns before its own training: normalisers, tokenizer or bins."""
     obs = torch.from_numpy(windows.data.obs[windows.steps()])
     policy.obs_normalizer.fit(obs)
-    chunks = windows.action_chunks()
+    chunks = windows.action_chunks(policy.config.action_relative_to)
     if isinstance(policy, MLPPolicy):
         policy.action_normalizer.fit(torch.from_numpy(chunks).reshape(-1, chunks.shape[-1]))
         return
@@ -178,39 +174,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         compile_network(best)
     print(f"evaluating {run_dir / 'checkpoints' / 'best'} on {cfg.eval.episodes} episodes")
     torch.manual_seed(int(cfg.seed))
-    result = evaluate(best, make_env, int(cfg.eval.episodes), EVAL_SEED, num_envs=int(cfg.eval.num_envs))
-    summary = result["summary"]
-    results = {
-        "policy": cfg.policy.name,
-        "env_id": cfg.task.env_id,
+    plot_curves(state["history"], ["loss", "val_loss", "success_rate"], run_dir / "curves.png", "training")
+    extra = {
         "seed": int(cfg.seed),
-        "eval_seed": EVAL_SEED,
-        "summary": summary,
-        "episodes": result["episodes"],
-        "expert_success_rate": data.attrs.get("expert_success_rate"),
-        "expert_order_entropy": data.attrs.get("order_entropy"),
         "train_seconds": train_seconds,
-        "total_seconds": time.perf_counter() - started,
         "device": str(resolve_device(str(cfg.train.device))),
         "parameters": params,
         "best_step": state.get("best_step"),
     }
-    orders = [e["order"] for e in result["episodes"] if e["success"] and "order" in e]
-    if "mode_histogram" in data.attrs:
-        plot_orders(
-            orders, data.attrs["mode_histogram"], run_dir / "orders.png", f"{cfg.policy.name}: orders"
-        )
-    plot_curves(state["history"], ["loss", "val_loss", "success_rate"], run_dir / "curves.png", "training")
-    if int(cfg.eval.video_episodes) > 0:
-        record_video(best, make_env, int(cfg.eval.video_episodes), EVAL_SEED, run_dir / "rollouts.mp4")
-    report = write_report(run_dir, results)
-    low, high = summary["success_ci95"]
-    print(
-        f"{cfg.policy.name} on {cfg.task.env_id}: success {summary['success_rate']:.2f} "
-        f"({low:.2f}-{high:.2f}), "
-        f"order entropy {summary.get('order_entropy', 0.0):.3f}; {time.perf_counter() - started:.0f} s in all"
-    )
-    print(f"report: {report}")
+    results = evaluate_and_report(best, cfg.task, cfg.eval, run_dir, cfg.policy.name, dict(data.attrs), extra)
+    results["total_seconds"] = time.perf_counter() - started
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"{time.perf_counter() - started:.0f} s in all")
     return results
 
 

@@ -64,6 +64,11 @@ def test_windows_subset_split_and_loader():
     assert len(windows) == sum(len(data.episode(e)["obs"]) for e in train)
     chunks = windows.action_chunks()
     assert chunks.shape == (len(windows), 3, 2)
+    for i in (0, 5, len(windows) - 1):  # each chunk is the last window step's actions
+        assert np.array_equal(chunks[i], windows[i]["action"][-1].numpy())
+    relative = windows.action_chunks(relative_to=[2, 0])
+    anchors = data.obs[windows.steps()][:, [2, 0]]
+    np.testing.assert_allclose(relative, chunks - anchors[:, None], rtol=0, atol=1e-6)
     loader = torch.utils.data.DataLoader(windows, batch_size=4, num_workers=2)
     batch = next(iter(loader))
     assert batch["obs"].shape == (4, 2, 3) and batch["action_mask"].dtype == torch.bool

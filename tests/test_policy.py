@@ -7,7 +7,7 @@ import torch
 from vqbet import ActionTokenizer, TokenizerFitConfig, fit_tokenizer
 from vqbet.data import EpisodeData, TrajectoryWindows
 from vqbet.policy import VQBeTConfig, VQBeTPolicy, sample_codes
-from vqbet.train_policy import PolicyTrainConfig, train_policy
+from vqbet.train_policy import PolicyTrainConfig, compile_network, train_policy
 
 TA = 4
 
@@ -255,3 +255,57 @@ def test_mismatched_inputs_raise():
         policy({"obs": torch.randn(4, 3, 2), "action": torch.randn(4, 3, TA, 3)})
     with pytest.raises(ValueError, match=r"select_action: obs must have shape \(B, 2\)"):
         policy.select_action(np.zeros(2))
+
+
+def test_compile_network_needs_a_network():
+    with pytest.raises(ValueError, match="no `gpt` or `net`"):
+        compile_network(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.slow
+def test_compiled_policy_acts_like_the_eager_one_and_keeps_its_checkpoint_keys():
+    torch.manual_seed(0)
+    policy = make_policy(temperature=0.0).eval()
+    keys = set(policy.state_dict())
+    obs = torch.randn(4, 3, 2)
+    eager = policy.predict_action_chunk(obs)
+    compile_network(policy)
+    torch.testing.assert_close(policy.predict_action_chunk(obs), eager, rtol=1e-4, atol=1e-5)
+    assert set(policy.state_dict()) == keys
+
+
+def test_relative_actions_are_the_absolute_policy_shifted_by_the_reference():
+    torch.manual_seed(0)
+    absolute = make_policy(temperature=0.0).eval()
+    relative = make_policy(temperature=0.0, action_relative_to=[1, 0]).eval()
+    relative.load_state_dict(absolute.state_dict())
+    obs = torch.randn(4, 3, 2)
+    action = torch.randn(4, 3, TA, 2)
+    reference = obs[..., [1, 0]]  # action dim 0 is relative to obs dim 1, and 1 to 0
+    loss_rel, _ = relative({"obs": obs, "action": action})
+    loss_abs, _ = absolute({"obs": obs, "action": action - reference[:, :, None]})
+    torch.testing.assert_close(loss_rel, loss_abs)
+    torch.testing.assert_close(
+        relative.predict_action_chunk(obs), absolute.predict_action_chunk(obs) + reference[:, -1, None]
+    )
+    with pytest.raises(ValueError, match="action_relative_to"):
+        make_policy(action_relative_to=[0, 2])  # obs has 2 dims
+    with pytest.raises(ValueError, match="action_relative_to"):
+        make_policy(action_relative_to=[0])
+
+
+def test_relative_mlp_round_trips_through_its_checkpoint(tmp_path):
+    from vqbet.baselines import MLPConfig, MLPPolicy, load_policy
+
+    torch.manual_seed(0)
+    policy = MLPPolicy(
+        MLPConfig(obs_dim=3, action_dim=2, obs_window=2, action_chunk=TA, action_relative_to=[2, 0])
+    )
+    policy.eval()
+    obs = torch.randn(5, 2, 3)
+    shifted = obs.clone()
+    loaded = load_policy(policy.save_pretrained(tmp_path / "mlp"))
+    assert loaded.config.action_relative_to == [2, 0]
+    torch.testing.assert_close(loaded.predict_action_chunk(obs), policy.predict_action_chunk(shifted))
+    base = policy.action_normalizer.unnormalize(policy._predict(obs))
+    torch.testing.assert_close(policy.predict_action_chunk(obs), base + obs[:, -1, None][..., [2, 0]])

@@ -1,5 +1,6 @@
 """scripts/train.py end to end, and exact resume after SIGKILL."""
 
+import json
 import os
 import signal
 import subprocess
@@ -54,6 +55,34 @@ def test_smoke_run_writes_checkpoints(tmp):
     for name in ("report.md", "results.json", "orders.png", "curves.png", "rollouts.mp4"):
         assert (tmp / "a" / name).stat().st_size > 0, name
     assert "success" in (tmp / "a" / "report.md").read_text()
+
+
+def evaluate_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "scripts/eval.py", *args],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_eval_script_reports_on_a_checkpoint_and_refuses_the_wrong_task(tmp):
+    if not (tmp / "a" / "checkpoints" / "best").is_dir():
+        train(tmp, "a")
+    best = tmp / "a" / "checkpoints" / "best"
+    out = evaluate_script(f"checkpoint={best}", "eval.episodes=3", "eval.num_envs=2", f"out={tmp / 'ev'}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp / "ev" / "results.json").read_text())
+    assert results["env_id"] == "vqbet/MultiReach-v0" and results["summary"]["episodes"] == 3
+    assert [e["seed"] for e in results["episodes"]] == [1_000_000, 1_000_001, 1_000_002]
+    assert (tmp / "ev" / "rollouts.mp4").stat().st_size > 0 and (tmp / "ev" / "report.md").is_file()
+    wrong = evaluate_script(f"checkpoint={best}", "task=pusht", f"out={tmp / 'ev2'}")
+    assert wrong.returncode != 0 and "was trained on vqbet/MultiReach-v0" in wrong.stderr
+    missing = evaluate_script(f"checkpoint={tmp / 'nope'}")
+    assert missing.returncode != 0 and "not a policy checkpoint folder" in missing.stderr
+    assert not (tmp / "ev2").exists()
 
 
 @pytest.mark.parametrize("policy", ["mlp", "bet"])

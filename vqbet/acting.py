@@ -4,6 +4,12 @@ closed-loop temporal ensembling, per-environment resets for vector envs.
 A policy class mixes this in and provides `predict_action_chunk(obs_window (B, To, D), goal) ->
 (B, Ta, A)`, a `config` with obs_dim, action_dim, obs_window, action_chunk, execution and
 ensemble_decay, and at least one parameter (to know its device).
+
+Relative actions: with a config's `action_relative_to` (one observation index per action dim),
+a policy learns and predicts each chunk minus those observation features of the step the chunk
+starts at (e.g. a position target minus the current position), and `predict_action_chunk` adds
+them back. Chunks then describe motions, not places: their spread is far smaller, so the same
+normalised error is a far smaller error in the world.
 """
 
 from __future__ import annotations
@@ -11,6 +17,32 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
+
+
+def check_relative_to(index: list[int], obs_dim: int, action_dim: int, owner: str) -> list[int]:
+    """Validate a config's `action_relative_to`: empty, or one observation index per action dim."""
+    index = [int(i) for i in index]
+    if index and (len(index) != action_dim or min(index) < 0 or max(index) >= obs_dim):
+        raise ValueError(
+            f"{owner}: action_relative_to must be empty or give, for each of the {action_dim} action "
+            f"dims, an observation index in [0, {obs_dim}); got {index}"
+        )
+    return index
+
+
+def to_relative(action: Tensor, obs: Tensor, index: list[int]) -> Tensor:
+    """Actions (..., Ta, A) -> actions minus the observation features `index` of the step each
+    chunk starts at, obs (..., D). A no-op for an empty `index`."""
+    if not index:
+        return action
+    return action - obs[..., index].unsqueeze(-2).to(action.dtype)
+
+
+def to_absolute(chunk: Tensor, obs: Tensor, index: list[int]) -> Tensor:
+    """Inverse of `to_relative`: chunk (..., Ta, A) + obs (..., D)[index]."""
+    if not index:
+        return chunk
+    return chunk + obs[..., index].unsqueeze(-2).to(chunk.dtype)
 
 
 class ChunkActing:

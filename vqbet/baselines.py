@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vqbet.acting import ChunkActing
+from vqbet.acting import ChunkActing, check_relative_to, to_absolute, to_relative
 from vqbet.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -57,6 +57,8 @@ class MLPConfig:
     """Ensemble weights exp(-decay * k)."""
     obs_normalization: str = "meanstd"
     """"meanstd" or "minmax"."""
+    action_relative_to: list[int] = dataclasses.field(default_factory=list)
+    """Per action dim, the observation index it is relative to (see VQBeTConfig); empty: absolute."""
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "obs_window", "action_chunk", "hidden"):
@@ -64,6 +66,9 @@ class MLPConfig:
                 raise ValueError(f"MLPConfig: {name} must be >= 1, got {getattr(self, name)}")
         if self.execution not in ("queue", "ensemble"):
             raise ValueError(f"MLPConfig: execution must be queue|ensemble, got {self.execution!r}")
+        self.action_relative_to = check_relative_to(
+            self.action_relative_to, self.obs_dim, self.action_dim, "MLPConfig"
+        )
 
 
 class MLPPolicy(ChunkActing, nn.Module):
@@ -90,7 +95,8 @@ class MLPPolicy(ChunkActing, nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """MSE between the predicted and demonstrated chunk of the window's last step."""
-        target = self.action_normalizer.normalize(batch["action"][:, -1])
+        relative = to_relative(batch["action"][:, -1], batch["obs"][:, -1], self.config.action_relative_to)
+        target = self.action_normalizer.normalize(relative)
         error = (self._predict(batch["obs"]) - target).square()
         mask = batch.get("action_mask")
         if mask is not None:
@@ -102,7 +108,8 @@ class MLPPolicy(ChunkActing, nn.Module):
 
     @torch.no_grad()
     def predict_action_chunk(self, obs_window: Tensor, goal: Tensor | None = None) -> Tensor:
-        return self.action_normalizer.unnormalize(self._predict(obs_window))
+        chunk = self.action_normalizer.unnormalize(self._predict(obs_window))
+        return to_absolute(chunk, obs_window[:, -1], self.config.action_relative_to)
 
     def meta(self) -> dict:
         return {"model_type": MLP_MODEL_TYPE, "format_version": 1, "policy": dataclasses.asdict(self.config)}

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqbet.acting import ChunkActing
+from vqbet.acting import ChunkActing, check_relative_to, to_absolute, to_relative
 from vqbet.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -81,6 +81,9 @@ class VQBeTConfig:
     """Ensemble weights exp(-decay * k) for the prediction made k steps ago (0 = plain mean)."""
     obs_normalization: str = "meanstd"
     """How observations are normalised: "meanstd" or "minmax"."""
+    action_relative_to: list[int] = field(default_factory=list)
+    """Empty: absolute actions. Else, for each action dim, the observation index it is relative
+    to: chunks are learnt and predicted minus those features of the step they start at."""
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "obs_window", "action_chunk", "n_layer", "n_head", "n_embd"):
@@ -103,6 +106,9 @@ class VQBeTConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"VQBeTConfig: dropout must be in [0, 1), got {self.dropout}")
         self.code_loss_weights = [float(w) for w in self.code_loss_weights]
+        self.action_relative_to = check_relative_to(
+            self.action_relative_to, self.obs_dim, self.action_dim, "VQBeTConfig"
+        )
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> VQBeTConfig:
@@ -237,6 +243,7 @@ class VQBeTPolicy(ChunkActing, nn.Module):
                 f"{tuple(obs.shape)}, got {tuple(action.shape)}"
             )
         h = self.features(obs, batch.get("goal")).reshape(b * t, -1)
+        action = to_relative(action, obs, c.action_relative_to)
         chunks = action.reshape(b * t, c.action_chunk, c.action_dim)
         with torch.no_grad():
             codes = self.tokenizer.encode(chunks)  # (N, L) targets from the frozen tokenizer
@@ -265,8 +272,8 @@ class VQBeTPolicy(ChunkActing, nn.Module):
     # -- acting ----------------------------------------------------------------------------
     @torch.no_grad()
     def predict_action_chunk(self, obs_window: Tensor, goal: Tensor | None = None) -> Tensor:
-        """obs_window (B, T <= To, D) raw -> action chunk (B, Ta, A) raw, for the last step.
-        Codes are sampled at `config.temperature` (0 = argmax)."""
+        """obs_window (B, T <= To, D) raw -> action chunk (B, Ta, A) raw (absolute), for the last
+        step. Codes are sampled at `config.temperature` (0 = argmax)."""
         h = self.features(obs_window, goal, last_only=True)[:, -1]
         codes = torch.empty(h.shape[0], self.num_layers, dtype=torch.long, device=h.device)
         temperature = self.config.temperature
@@ -278,7 +285,8 @@ class VQBeTPolicy(ChunkActing, nn.Module):
                 codes[:, i] = sample_codes(lg, temperature)
         norm = self.tokenizer.normalizer
         decoded = norm.normalize(self.tokenizer.decode(codes))
-        return norm.unnormalize(decoded + self.offsets(h, codes))
+        chunk = norm.unnormalize(decoded + self.offsets(h, codes))
+        return to_absolute(chunk, obs_window[:, -1], self.config.action_relative_to)
 
     # -- persistence -----------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike) -> Path:

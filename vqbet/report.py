@@ -132,13 +132,13 @@ def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
     for key, value in s.items():
         if key.startswith("mean_") and key not in ("mean_success",):
             lines.append(f"- {key[5:]}: {value:.3f}")
-    lines += [
-        f"- training wall time: {results['train_seconds']:.0f} s ({results['device']}); "
-        f"policy parameters: {results['parameters']:,}",
-        "",
-        "Files: `results.json`, `orders.png`, `curves.png`, `rollouts.mp4`, `checkpoints/best`, "
-        "`tensorboard/`.",
-    ]
+    if "train_seconds" in results:
+        lines.append(
+            f"- training wall time: {results['train_seconds']:.0f} s ({results['device']}); "
+            f"policy parameters: {results['parameters']:,}"
+        )
+    files = sorted(p.name for p in run_dir.iterdir() if p.suffix in (".json", ".png", ".mp4"))
+    lines += ["", "Files: " + ", ".join(f"`{f}`" for f in files) + "."]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
