@@ -3,6 +3,7 @@ tiled video. scripts/train.py ends with the same function.
 
     python scripts/eval.py checkpoint=runs/multireach/vqbet-seed0/checkpoints/best
     python scripts/eval.py checkpoint=runs/blockpush/mlp-seed1/checkpoints/best eval.episodes=200
+    python scripts/eval.py checkpoint=... act.execution=ensemble act.temperature=0.5 out=runs/x/eval/ens
 
 The task defaults to the one the run was trained on (the run folder's config.yaml); naming another
 task is an error, since a MultiReach and a PushT policy have the same input and output sizes.
@@ -110,6 +111,12 @@ def run(cfg: DictConfig, task_given: bool = False) -> dict[str, Any]:
         task, name = trained.task, trained.policy.name
     device = resolve_device(str(cfg.device))
     policy = load_policy(checkpoint, obs_dim=task.obs_dim, action_dim=task.action_dim).to(device).eval()
+    for key, value in cfg.act.items():  # acting options the checkpoint's config may be overridden with
+        if value is not None:
+            if not hasattr(policy.config, key):
+                raise ValueError(f"act.{key}: {type(policy).__name__} has no such option")
+            setattr(policy.config, key, value)
+            policy.config.__post_init__()  # validates the new value
     if cfg.compile:
         compile_network(policy)
     out_dir = absolute(cfg.out) if cfg.out else checkpoint.parent.parent / "eval" / checkpoint.name
@@ -117,6 +124,7 @@ def run(cfg: DictConfig, task_given: bool = False) -> dict[str, Any]:
     print(f"evaluating {checkpoint} on {task.env_id}, {cfg.eval.episodes} episodes -> {out_dir}")
     started = time.perf_counter()
     extra = {"checkpoint": str(checkpoint), "device": str(device), "seed": int(cfg.seed)}
+    extra["act"] = {k: v for k, v in cfg.act.items() if v is not None}
     name = name or type(policy).__name__
     results = evaluate_and_report(policy, task, cfg.eval, out_dir, name, dataset_attrs(task), extra)
     print(f"{time.perf_counter() - started:.0f} s")

@@ -309,3 +309,18 @@ def test_relative_mlp_round_trips_through_its_checkpoint(tmp_path):
     torch.testing.assert_close(loaded.predict_action_chunk(obs), policy.predict_action_chunk(shifted))
     base = policy.action_normalizer.unnormalize(policy._predict(obs))
     torch.testing.assert_close(policy.predict_action_chunk(obs), base + obs[:, -1, None][..., [2, 0]])
+
+
+def test_dropout_zeroes_a_fraction_p_scales_the_rest_and_is_off_in_eval():
+    from vqbet.gpt import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.25)
+    x = torch.ones(200_000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.25) < 0.01
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.75))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # gradient = mask x scale
+    assert torch.equal(drop.eval()(x), x)
