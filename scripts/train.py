@@ -86,7 +86,12 @@ def phase_one(policy: torch.nn.Module, cfg: DictConfig, windows: TrajectoryWindo
     print(f"phase 1: tokenizer on {len(chunks)} action chunks")
     if isinstance(policy.tokenizer, ActionTokenizer):
         fit = TokenizerFitConfig(seed=int(cfg.seed), **OmegaConf.to_container(cfg.tokenizer.fit))
-        last = fit_tokenizer(policy.tokenizer, chunks, fit, log_dir=run_dir / "tensorboard")[-1]
+        history = fit_tokenizer(policy.tokenizer, chunks, fit, log_dir=run_dir / "tensorboard")
+        last = history[-1]
+        usage = sorted(k for k in last if k.startswith("used_fraction/"))
+        plot_curves(
+            history, usage, run_dir / "codebook_usage.png", "tokenizer: fraction of codes used, per layer"
+        )
     else:
         last = policy.tokenizer.fit(chunks, seed=int(cfg.seed))
     used = ", ".join(f"{100 * v:.0f}%" for k, v in last.items() if k.startswith("used_fraction"))

@@ -52,7 +52,14 @@ def test_smoke_run_writes_checkpoints(tmp):
         assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
     assert (tmp / "a" / "checkpoints" / "last" / "train_state.safetensors").is_file()
     assert any((tmp / "a" / "tensorboard").glob("events.out.tfevents.*"))
-    for name in ("report.md", "results.json", "orders.png", "curves.png", "rollouts.mp4"):
+    for name in (
+        "report.md",
+        "results.json",
+        "orders.png",
+        "curves.png",
+        "codebook_usage.png",
+        "rollouts.mp4",
+    ):
         assert (tmp / "a" / name).stat().st_size > 0, name
     assert "success" in (tmp / "a" / "report.md").read_text()
 
