@@ -66,12 +66,13 @@ def evaluate_and_report(
     def make_env(**kwargs: Any) -> gym.Env:
         return gym.make(task.env_id, disable_env_checker=True, **kwargs)
 
-    result = evaluate(policy, make_env, int(eval_cfg.episodes), EVAL_SEED, num_envs=int(eval_cfg.num_envs))
+    first_seed = int(eval_cfg.get("first_seed", EVAL_SEED))
+    result = evaluate(policy, make_env, int(eval_cfg.episodes), first_seed, num_envs=int(eval_cfg.num_envs))
     summary = result["summary"]
     results = {
         "policy": name,
         "env_id": task.env_id,
-        "eval_seed": EVAL_SEED,
+        "eval_seed": first_seed,
         "summary": summary,
         "episodes": result["episodes"],
         "expert_success_rate": attrs.get("expert_success_rate"),
@@ -82,7 +83,7 @@ def evaluate_and_report(
     if "mode_histogram" in attrs:
         plot_orders(orders, attrs["mode_histogram"], out_dir / "orders.png", f"{name}: orders")
     if int(eval_cfg.video_episodes) > 0:
-        record_video(policy, make_env, int(eval_cfg.video_episodes), EVAL_SEED, out_dir / "rollouts.mp4")
+        record_video(policy, make_env, int(eval_cfg.video_episodes), first_seed, out_dir / "rollouts.mp4")
     report = write_report(out_dir, results)
     low, high = summary["success_ci95"]
     print(

@@ -39,7 +39,7 @@ class ExpertPolicy:
 
 def test_metrics_on_hand_made_records():
     assert order_entropy([(0, 1)] * 2 + [(1, 0)] * 2) == pytest.approx(math.log(2))
-    assert order_entropy([(0, 1)] * 5) == 0.0
+    assert order_entropy([(0, 1)] * 5) == 0.0 and str(order_entropy([(0, 1)] * 5)) == "0.0"  # not -0.0
     low, high = wilson_interval(8, 10)
     assert (low, high) == pytest.approx((0.4902, 0.9433), abs=1e-3)
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)

@@ -79,13 +79,19 @@ def test_eval_script_reports_on_a_checkpoint_and_refuses_the_wrong_task(tmp):
     if not (tmp / "a" / "checkpoints" / "best").is_dir():
         train(tmp, "a")
     best = tmp / "a" / "checkpoints" / "best"
-    args = ["eval.episodes=3", "eval.num_envs=2", "act.execution=ensemble", "act.temperature=0"]
+    args = [
+        "eval.episodes=3",
+        "eval.num_envs=2",
+        "eval.first_seed=2000000",
+        "act.execution=ensemble",
+        "act.temperature=0",
+    ]
     out = evaluate_script(f"checkpoint={best}", *args, f"out={tmp / 'ev'}")
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp / "ev" / "results.json").read_text())
     assert results["act"] == {"execution": "ensemble", "temperature": 0}
     assert results["env_id"] == "vqbet/MultiReach-v0" and results["summary"]["episodes"] == 3
-    assert [e["seed"] for e in results["episodes"]] == [1_000_000, 1_000_001, 1_000_002]
+    assert [e["seed"] for e in results["episodes"]] == [2_000_000, 2_000_001, 2_000_002]
     assert (tmp / "ev" / "rollouts.mp4").stat().st_size > 0 and (tmp / "ev" / "report.md").is_file()
     wrong = evaluate_script(f"checkpoint={best}", "task=pusht", f"out={tmp / 'ev2'}")
     assert wrong.returncode != 0 and "was trained on vqbet/MultiReach-v0" in wrong.stderr

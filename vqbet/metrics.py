@@ -26,7 +26,7 @@ def order_entropy(orders: Sequence[Hashable]) -> float:
         return 0.0
     counts = collections.Counter(orders)
     total = sum(counts.values())
-    return float(-sum(c / total * math.log(c / total) for c in counts.values()))
+    return max(0.0, float(-sum(c / total * math.log(c / total) for c in counts.values())))  # never -0.0
 
 
 def _hashable(value: Any) -> Hashable:
