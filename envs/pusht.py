@@ -49,6 +49,8 @@ class PushTEnv(PlanarTaskEnv):
         super().__init__("pusht.xml", obs_size=6, render_mode=render_mode, width=width, height=height)
         m = self.model
         self._tee_adr = [m.jnt_qposadr[m.joint(f"tee_{a}").id] for a in ("x", "y", "yaw")]
+        self._tee_dof = [m.jnt_dofadr[m.joint(f"tee_{a}").id] for a in ("x", "y", "yaw")]
+        self._agent_dof = [m.jnt_dofadr[m.joint(f"agent_{a}").id] for a in ("x", "y")]
         self._agent_geom = m.geom("agent").id
         self._tee_geoms = {m.geom("tee_bar").id, m.geom("tee_stem").id}
         self.parts = [self._part("tee_bar"), self._part("tee_stem")]  # body frame, (4, 2) each
@@ -76,6 +78,10 @@ class PushTEnv(PlanarTaskEnv):
         """(centroid (2,), yaw) of the T."""
         q = self.data.qpos
         return q[self._tee_adr[:2]].copy(), float(q[self._tee_adr[2]])
+
+    def tee_speed(self) -> float:
+        """Largest |velocity| of the T's x, y, yaw joints."""
+        return float(np.abs(self.data.qvel[self._tee_dof]).max())
 
     def coverage_at(self, xy: np.ndarray, yaw: float) -> float:
         """Fraction of the goal T covered by a T at pose (xy, yaw)."""

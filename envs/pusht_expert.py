@@ -146,7 +146,7 @@ class PushTExpert(Expert):
         env, scratch = self.env, self._scratch
         mujoco.mj_copyData(scratch, env.model, env.data)
         scratch.qpos[[env._agent_x, env._agent_y]] = precontact
-        scratch.qvel[[env._agent_x, env._agent_y]] = 0.0
+        scratch.qvel[env._agent_dof] = 0.0
         for _ in range(self.waypoint_budget // 2):
             pos = scratch.qpos[[env._agent_x, env._agent_y]]
             if np.linalg.norm(end - pos) < self.reached:
@@ -210,8 +210,7 @@ class PushTExpert(Expert):
             self._waypoints.pop(0)
             self._steps_on_waypoint = 0
         if not self._waypoints:
-            adr = self.env._tee_adr  # plan from a T at rest: wait until it stops sliding
-            if np.abs(self.env.data.qvel[adr]).max() > 0.02:
+            if self.env.tee_speed() > 0.02:  # plan from a T at rest: wait until it stops sliding
                 return pusher.copy()
             self._plan(pusher)
             self._steps_on_waypoint = 0
