@@ -141,10 +141,13 @@ EXPERTS = {"MultiReach": MultiReachExpert, "BlockPush": BlockPushExpert}
 
 def make_expert(env: Any, seed: int) -> Expert:
     """The scripted expert of `env`'s task, seeded."""
-    from envs.pusht_expert import PushTExpert  # it builds on Expert, defined above
-
-    EXPERTS.setdefault("PushT", PushTExpert)
     name = type(env.unwrapped).__name__.removesuffix("Env")
     if name not in EXPERTS:
         raise ValueError(f"no scripted expert for task {name!r}; known: {sorted(EXPERTS)}")
     return EXPERTS[name](env, seed)
+
+
+# PushT's planner lives in its own module and builds on Expert, so it registers after Expert exists.
+from envs.pusht_expert import PushTExpert  # noqa: E402
+
+EXPERTS["PushT"] = PushTExpert

@@ -58,9 +58,11 @@ def evaluate_and_report(
     name: str,
     attrs: dict[str, Any],
     extra: dict[str, Any],
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate `policy` on `task` (eval_cfg: episodes, num_envs, video_episodes) and write
-    results.json, report.md, orders.png and rollouts.mp4 into `out_dir`. Returns the results."""
+    results.json, report.md, orders.png and rollouts.mp4 into `out_dir`. Returns the results;
+    with `started` (a perf_counter time) they hold the seconds since then as total_seconds."""
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def make_env(**kwargs: Any) -> gym.Env:
@@ -84,6 +86,8 @@ def evaluate_and_report(
         plot_orders(orders, attrs["mode_histogram"], out_dir / "orders.png", f"{name}: orders")
     if int(eval_cfg.video_episodes) > 0:
         record_video(policy, make_env, int(eval_cfg.video_episodes), first_seed, out_dir / "rollouts.mp4")
+    if started is not None:
+        results["total_seconds"] = time.perf_counter() - started
     report = write_report(out_dir, results)
     low, high = summary["success_ci95"]
     print(

@@ -9,7 +9,6 @@ normaliser), phase 2 (policy), then evaluate the best checkpoint and write a rep
 
 from __future__ import annotations
 
-import json
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -187,9 +186,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "parameters": params,
         "best_step": state.get("best_step"),
     }
-    results = evaluate_and_report(best, cfg.task, cfg.eval, run_dir, cfg.policy.name, dict(data.attrs), extra)
-    results["total_seconds"] = time.perf_counter() - started
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    results = evaluate_and_report(
+        best, cfg.task, cfg.eval, run_dir, cfg.policy.name, dict(data.attrs), extra, started
+    )
     print(f"{time.perf_counter() - started:.0f} s in all")
     return results
 
