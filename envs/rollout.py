@@ -10,15 +10,28 @@ import numpy as np
 from envs.experts import make_expert
 
 
-def expert_episode(env: gym.Env, seed: int, images: bool = False) -> dict[str, Any]:
+def expert_episode(
+    env: gym.Env, seed: int, images: bool = False, perturb: float = 0.0, perturb_hold: int = 1
+) -> dict[str, Any]:
     """One episode of `env`'s expert, env and expert seeded by `seed`.
+
+    `perturb` > 0 collects DART-style demonstrations (Laskey et al. 2017): the env executes the
+    expert's action plus Gaussian noise of that standard deviation (a fresh draw every
+    `perturb_hold` steps, so the offsets push the state off the expert's path), while the dataset
+    records the expert's clean action. The demonstrations then show how the expert recovers from
+    the errors a learnt policy makes. The noise has its own generator, seeded by `seed`.
 
     Returns {"obs": (T, D) float32, "action": (T, A) float32, "image": (T, H, W, 3) uint8 (with
     `images`), "success": bool, "order": tuple, "mode": tuple, "length": T, "info": final info}.
     """
+    if perturb < 0 or perturb_hold < 1:
+        raise ValueError(f"perturb must be >= 0 and perturb_hold >= 1, got {perturb}, {perturb_hold}")
     obs, info = env.reset(seed=seed)
     expert = make_expert(env, seed)
     expert.reset()
+    noise_rng = np.random.default_rng([seed, 0xDA27])
+    low, high = env.action_space.low, env.action_space.high
+    offset = np.zeros(env.action_space.shape, dtype=np.float32)
     observations, actions, frames = [], [], []
     while True:
         action = np.asarray(expert.act(obs), dtype=np.float32)
@@ -26,6 +39,10 @@ def expert_episode(env: gym.Env, seed: int, images: bool = False) -> dict[str, A
         actions.append(action)
         if images:
             frames.append(env.render())
+        if perturb > 0:
+            if (len(actions) - 1) % perturb_hold == 0:
+                offset = noise_rng.normal(0.0, perturb, action.shape).astype(np.float32)
+            action = np.clip(action + offset, low, high)
         obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             break

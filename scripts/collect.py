@@ -1,6 +1,7 @@
 """Collect expert demonstrations into a vqbet HDF5 dataset.
 
-python scripts/collect.py task=blockpush episodes=1000 [workers=2 images=true keep_failures=true]
+python scripts/collect.py task=blockpush episodes=1000 [workers=2 images=true keep_failures=true
+    perturb=0.03 perturb_hold=5 out=datasets/blockpush-dart.hdf5]
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ from vqbet.metrics import order_entropy  # noqa: E402
 _ENV: gym.Env | None = None
 
 
-def _worker_episode(job: tuple[str, int, bool]) -> dict:
+def _worker_episode(job: tuple[str, int, bool, float, int]) -> dict:
     global _ENV
-    env_id, seed, images = job
+    env_id, seed, images, perturb, perturb_hold = job
     if _ENV is None or _ENV.spec.id != env_id:
         _ENV = gym.make(env_id, render_mode="rgb_array" if images else None)
-    episode = expert_episode(_ENV, seed, images=images)
+    episode = expert_episode(_ENV, seed, images=images, perturb=perturb, perturb_hold=perturb_hold)
     episode.pop("info")
     return episode
 
@@ -62,13 +63,18 @@ def collect(
     workers: int = 2,
     keep_failures: bool = False,
     images: bool = False,
+    perturb: float = 0.0,
+    perturb_hold: int = 1,
     progress: bool = True,
 ) -> Path:
     """Run the expert on seeds seed..seed+episodes-1 in `workers` processes and write the dataset
-    atomically to `out` with its metadata. Returns the file's path."""
+    atomically to `out` with its metadata. Returns the file's path. `perturb`/`perturb_hold`:
+    DART-style noise on the executed actions (see envs.rollout.expert_episode)."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    jobs = [(env_id, seed + i, images) for i in range(episodes)]
+    if perturb < 0 or perturb_hold < 1:
+        raise ValueError(f"perturb must be >= 0 and perturb_hold >= 1, got {perturb}, {perturb_hold}")
+    jobs = [(env_id, seed + i, images, perturb, perturb_hold) for i in range(episodes)]
     probe = gym.make(env_id)
     num_modes = int(getattr(probe.unwrapped, "num_modes", 1))
     probe.close()
@@ -109,6 +115,8 @@ def collect(
         "max_order_entropy": math.log(num_modes),
         "collection_seconds": seconds,
         "images": images,
+        "perturb": perturb,
+        "perturb_hold": perturb_hold,
     }
     data = EpisodeData.from_episodes(
         [{k: r[k] for k in ("obs", "action", "image") if k in r} for r in kept], attrs=attrs
@@ -139,6 +147,8 @@ def main() -> None:
             workers=int(cfg.workers),
             keep_failures=bool(cfg.keep_failures),
             images=bool(cfg.images),
+            perturb=float(cfg.perturb),
+            perturb_hold=int(cfg.perturb_hold),
         )
 
     run()

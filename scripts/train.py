@@ -50,7 +50,7 @@ from vqbet.train_policy import (  # noqa: E402
 def build_policy(cfg: DictConfig) -> torch.nn.Module:
     """The policy named by cfg.policy.name; every dimension comes from the task."""
     task = cfg.task
-    fields: dict[str, Any] = OmegaConf.to_container(cfg.policy)
+    fields: dict[str, Any] = OmegaConf.to_container(cfg.policy, resolve=True)
     name = fields.pop("name")
     dims = dict(
         obs_dim=task.obs_dim,
@@ -68,7 +68,7 @@ def build_policy(cfg: DictConfig) -> torch.nn.Module:
         tok_cfg = TokenizerConfig(
             action_dim=task.action_dim,
             chunk_size=task.action_chunk,
-            **OmegaConf.to_container(cfg.tokenizer.model),
+            **OmegaConf.to_container(cfg.tokenizer.model, resolve=True),
         )
         return VQBeTPolicy(VQBeTConfig(**dims, **fields), ActionTokenizer(tok_cfg))
     raise ValueError(f"policy.name must be vqbet, bet or mlp, got {name!r}")
@@ -84,7 +84,8 @@ def phase_one(policy: torch.nn.Module, cfg: DictConfig, windows: TrajectoryWindo
         return
     print(f"phase 1: tokenizer on {len(chunks)} action chunks")
     if isinstance(policy.tokenizer, ActionTokenizer):
-        fit = TokenizerFitConfig(seed=int(cfg.seed), **OmegaConf.to_container(cfg.tokenizer.fit))
+        fit_fields = OmegaConf.to_container(cfg.tokenizer.fit, resolve=True)
+        fit = TokenizerFitConfig(seed=int(cfg.seed), **fit_fields)
         history = fit_tokenizer(policy.tokenizer, chunks, fit, log_dir=run_dir / "tensorboard")
         last = history[-1]
         usage = sorted(k for k in last if k.startswith("used_fraction/"))
@@ -155,7 +156,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         acting.train(was_training)
         return {"success_rate": result["summary"]["success_rate"]}
 
-    train_cfg = PolicyTrainConfig(seed=int(cfg.seed), **OmegaConf.to_container(cfg.train))
+    train_cfg = PolicyTrainConfig(seed=int(cfg.seed), **OmegaConf.to_container(cfg.train, resolve=True))
     state = train_policy(
         policy,
         train_set,

@@ -1,0 +1,68 @@
+"""scripts/results_table.py: seeds grouped per method, means and pooled intervals, re-evaluations."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import results_table
+
+from vqbet.metrics import wilson_interval
+
+
+def _write(path: Path, success: float, entropy: float, **extra) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results = {
+        "env_id": "vqbet/BlockPush-v0",
+        "summary": {"episodes": 100, "success_rate": success, "order_entropy": entropy, "mean_p2": success},
+        "expert_success_rate": 1.0,
+        "expert_order_entropy": 1.4,
+        **extra,
+    }
+    path.write_text(json.dumps(results))
+
+
+def test_groups_seeds_and_prefers_the_named_re_evaluation(tmp_path, capsys):
+    _write(tmp_path / "vqbet-seed0" / "results.json", 0.8, 1.2, train_seconds=100.0)
+    _write(tmp_path / "vqbet-seed1" / "results.json", 0.6, 1.0, train_seconds=300.0)
+    _write(tmp_path / "vqbet-seed1" / "eval" / "t0.6" / "results.json", 0.7, 1.4)
+    _write(tmp_path / "mlp-seed0" / "results.json", 0.1, 0.0, train_seconds=10.0)
+    (tmp_path / "bet-seed0").mkdir()  # unfinished: no results.json
+    runs = sorted(tmp_path.iterdir())
+
+    groups, skipped = results_table.group_runs(runs, None)
+    assert skipped == [tmp_path / "bet-seed0"]
+    assert sorted(groups) == [("BlockPush", "mlp"), ("BlockPush", "vqbet")]
+    plain = results_table.summarize_group(groups[("BlockPush", "vqbet")])
+    assert plain["per_seed"] == [0.8, 0.6] and plain["success"] == pytest.approx(0.7)
+    assert plain["ci"] == wilson_interval(140, 200)
+    assert plain["train_seconds"] == pytest.approx(200.0)
+
+    groups, _ = results_table.group_runs(runs, "t0.6")
+    s = results_table.summarize_group(groups[("BlockPush", "vqbet")])
+    # Seed 1 comes from its re-evaluation, its training time still from the training results.
+    assert s["per_seed"] == [0.8, 0.7] and s["entropy"] == pytest.approx(1.3)
+    assert s["train_seconds"] == pytest.approx(200.0) and s["metrics"] == {"p2": pytest.approx(0.75)}
+
+    results_table.main([str(r) for r in runs] + ["--eval", "t0.6", "--per-seed"])
+    out = capsys.readouterr().out
+    assert "| BlockPush | expert (training demonstrations) | - | 1.000 |" in out
+    assert "| BlockPush | vqbet | 2 x 100 | 0.75 (0.80 / 0.70) |" in out
+    assert "| BlockPush | vqbet, seed 1 | 1 x 100 | 0.70 (0.70) |" in out
+    assert "skipped (no results.json): " + str(tmp_path / "bet-seed0") in out
+
+
+def test_bad_results_name_the_file(tmp_path):
+    bad = tmp_path / "vqbet-seed0" / "results.json"
+    bad.parent.mkdir()
+    bad.write_text("{not json")
+    with pytest.raises(SystemExit, match=r"vqbet-seed0/results\.json: not valid JSON"):
+        results_table.main([str(bad.parent)])
+    bad.write_text(json.dumps({"env_id": "vqbet/PushT-v0"}))
+    with pytest.raises(SystemExit, match="no 'summary' key"):
+        results_table.main([str(bad.parent)])
+    with pytest.raises(SystemExit, match="not run folders"):
+        results_table.main([str(tmp_path / "missing")])
