@@ -112,7 +112,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if not dataset.is_file():
             print(f"{dataset} is missing: collecting {cfg.collect.episodes} expert episodes first")
             collect(
-                cfg.task.env_id, int(cfg.collect.episodes), dataset, seed=0, workers=int(cfg.collect.workers)
+                cfg.task.env_id,
+                int(cfg.collect.episodes),
+                dataset,
+                seed=0,
+                workers=int(cfg.collect.workers),
+                perturb=float(cfg.collect.perturb),
+                perturb_hold=int(cfg.collect.perturb_hold),
             )
     if world > 1:
         torch.distributed.barrier()
