@@ -1,7 +1,10 @@
 """Collect expert demonstrations into a vqbet HDF5 dataset.
 
 python scripts/collect.py task=blockpush episodes=1000 [workers=2 images=true keep_failures=true
-    perturb=0.03 perturb_hold=5 out=datasets/blockpush-dart.hdf5]
+    perturb=0.03 perturb_hold=5 out=...]
+
+`perturb`/`perturb_hold` default to the task config's (BlockPush: DART demonstrations, 0.03 / 5;
+the other tasks: none).
 """
 
 from __future__ import annotations

@@ -79,6 +79,7 @@ def evaluate_and_report(
         "episodes": result["episodes"],
         "expert_success_rate": attrs.get("expert_success_rate"),
         "expert_order_entropy": attrs.get("order_entropy"),
+        "demonstrations_perturb": attrs.get("perturb", 0.0),
         **extra,
     }
     orders = [e["order"] for e in result["episodes"] if e["success"] and "order" in e]

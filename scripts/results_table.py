@@ -90,7 +90,8 @@ def summarize_group(members: list[dict]) -> dict[str, Any]:
         "per_seed": [m["summary"]["success_rate"] for m in members],
         "ci": wilson_interval(successes, episodes),
         "episodes": episodes,
-        "entropy": sum(m["summary"]["order_entropy"] for m in members) / n,
+        # No successful episode, no completion order: the summary then has no entropy (0 here).
+        "entropy": sum(m["summary"].get("order_entropy", 0.0) for m in members) / n,
         "expert_entropy": members[0].get("expert_order_entropy"),
         "expert_success": members[0].get("expert_success_rate"),
         "metrics": {k[5:]: sum(m["summary"].get(k, 0.0) for m in members) / n for k in metrics},
@@ -119,14 +120,24 @@ def format_table(groups: dict[tuple[str, str], list[dict]], per_seed: bool) -> s
         "|---|---|---|---|---|---|---|---|",
     ]
     experts_shown = set()
-    for (task, method), members in sorted(groups.items()):
+
+    # Per task, runs on the same demonstrations sit together under their expert's row.
+    def order(item: tuple[tuple[str, str], list[dict]]) -> tuple:
+        (task, method), members = item
+        return task, members[0].get("expert_success_rate") or 0.0, method
+
+    for (task, method), members in sorted(groups.items(), key=order):
         first = members[0]
-        if task not in experts_shown and first.get("expert_success_rate") is not None:
-            # The expert's numbers are those of the demonstrations the policies were trained on.
-            experts_shown.add(task)
+        success, entropy = first.get("expert_success_rate"), first.get("expert_order_entropy")
+        # The expert's numbers are those of the demonstrations the runs were trained on: one row
+        # per task and dataset (a DART-perturbed collection succeeds less often than the expert).
+        if success is not None and (task, success, entropy) not in experts_shown:
+            experts_shown.add((task, success, entropy))
+            label = "DART-perturbed " if any(m.get("demonstrations_perturb") for m in members) else ""
+            entropy_text = f"{entropy:.3f}" if entropy is not None else "-"
             lines.append(
-                f"| {task} | expert (training demonstrations) | - | {first['expert_success_rate']:.3f} | - | "
-                f"{first.get('expert_order_entropy', float('nan')):.3f} | - | - |"
+                f"| {task} | expert ({label}training demonstrations) | - | {success:.3f} | - | "
+                f"{entropy_text} | - | - |"
             )
         lines.append(format_row(task, method, members))
         if per_seed and len(members) > 1:

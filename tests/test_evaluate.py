@@ -99,3 +99,29 @@ def test_nan_episode_is_a_failure_and_evaluation_goes_on():
     assert by_seed[701]["unstable"] and not by_seed[701]["success"] and by_seed[701]["length"] == 3
     assert all(by_seed[s]["success"] for s in (700, 702, 703))
     assert result["summary"]["success_rate"] == 0.75
+
+
+@pytest.mark.parametrize("perturb", [0.0, 0.03])
+def test_write_report_keeps_results_and_says_what_the_expert_reference_is(tmp_path, perturb):
+    import json
+
+    from vqbet.report import write_report
+
+    summary = summarize(
+        [{"success": True, "length": 10, "order": (0, 1)}, {"success": False, "length": 20, "order": ()}],
+        num_modes=2,
+    )
+    results = {
+        "policy": "vqbet",
+        "env_id": "vqbet/BlockPush-v0",
+        "eval_seed": 1_000_000,
+        "summary": summary,
+        "expert_success_rate": 0.93,
+        "expert_order_entropy": 0.69,
+        "demonstrations_perturb": perturb,
+    }
+    write_report(tmp_path, results)
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
+    report = (tmp_path / "report.md").read_text()
+    assert "success: **0.50**" in report and "seeds 1000000..1000001" in report
+    assert ("DART-perturbed collection, noise std 0.03" in report) == (perturb > 0)

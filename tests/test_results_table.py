@@ -66,3 +66,24 @@ def test_bad_results_name_the_file(tmp_path):
         results_table.main([str(bad.parent)])
     with pytest.raises(SystemExit, match="not run folders"):
         results_table.main([str(tmp_path / "missing")])
+
+
+def test_runs_on_other_demonstrations_get_their_own_expert_row(tmp_path, capsys):
+    _write(tmp_path / "vqbet-seed0" / "results.json", 0.8, 1.2)
+    dart = tmp_path / "vqbet-dart-seed0" / "results.json"
+    _write(dart, 0.99, 1.3, expert_success_rate=0.93, demonstrations_perturb=0.03)
+    # No successful episode: the summary has no order entropy, which counts as 0.
+    results = json.loads(dart.read_text())
+    results["summary"] = {"episodes": 100, "success_rate": 0.0}
+    (tmp_path / "mlp-dart-seed0").mkdir()
+    (tmp_path / "mlp-dart-seed0" / "results.json").write_text(json.dumps(results))
+    results_table.main([str(p) for p in sorted(tmp_path.iterdir())])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| BlockPush")]
+    assert [r.split(" | ")[1] for r in rows] == [
+        "expert (DART-perturbed training demonstrations)",
+        "mlp-dart",
+        "vqbet-dart",
+        "expert (training demonstrations)",
+        "vqbet",
+    ]
+    assert "| 0.000 (0%) |" in rows[1]

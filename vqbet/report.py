@@ -121,7 +121,13 @@ def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
         "",
         f"- success: **{s['success_rate']:.2f}** (95% CI {low:.2f}-{high:.2f}) over {s['episodes']} episodes "
         f"(seeds {results['eval_seed']}..{results['eval_seed'] + s['episodes'] - 1})",
-        f"- expert success in the demonstrations: {results.get('expert_success_rate', float('nan')):.2f}",
+        f"- expert success in the demonstrations: {results.get('expert_success_rate', float('nan')):.2f}"
+        + (
+            f" (DART-perturbed collection, noise std {results['demonstrations_perturb']}: the unperturbed "
+            "expert succeeds more often)"
+            if results.get("demonstrations_perturb")
+            else ""
+        ),
     ]
     if "order_entropy" in s:
         lines.append(
