@@ -10,6 +10,12 @@ import numpy as np
 from envs.experts import make_expert
 
 
+def check_perturbation(perturb: float, perturb_hold: int) -> None:
+    """Refuse a negative noise std or a hold shorter than one step."""
+    if perturb < 0 or perturb_hold < 1:
+        raise ValueError(f"perturb must be >= 0 and perturb_hold >= 1, got {perturb}, {perturb_hold}")
+
+
 def expert_episode(
     env: gym.Env, seed: int, images: bool = False, perturb: float = 0.0, perturb_hold: int = 1
 ) -> dict[str, Any]:
@@ -24,8 +30,7 @@ def expert_episode(
     Returns {"obs": (T, D) float32, "action": (T, A) float32, "image": (T, H, W, 3) uint8 (with
     `images`), "success": bool, "order": tuple, "mode": tuple, "length": T, "info": final info}.
     """
-    if perturb < 0 or perturb_hold < 1:
-        raise ValueError(f"perturb must be >= 0 and perturb_hold >= 1, got {perturb}, {perturb_hold}")
+    check_perturbation(perturb, perturb_hold)
     obs, info = env.reset(seed=seed)
     expert = make_expert(env, seed)
     expert.reset()

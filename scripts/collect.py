@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import envs  # noqa: E402, F401  (registers the tasks)
-from envs.rollout import expert_episode  # noqa: E402
+from envs.rollout import check_perturbation, expert_episode  # noqa: E402
 from vqbet.data import EpisodeData, write_hdf5  # noqa: E402
 from vqbet.metrics import order_entropy  # noqa: E402
 
@@ -75,8 +75,7 @@ def collect(
     DART-style noise on the executed actions (see envs.rollout.expert_episode)."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    if perturb < 0 or perturb_hold < 1:
-        raise ValueError(f"perturb must be >= 0 and perturb_hold >= 1, got {perturb}, {perturb_hold}")
+    check_perturbation(perturb, perturb_hold)  # before any worker starts
     jobs = [(env_id, seed + i, images, perturb, perturb_hold) for i in range(episodes)]
     probe = gym.make(env_id)
     num_modes = int(getattr(probe.unwrapped, "num_modes", 1))
