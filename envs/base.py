@@ -30,6 +30,10 @@ class PlanarTaskEnv(MujocoEnv):
     """
 
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 20}  # noqa: RUF012
+    progress_keys: tuple[str, ...] = ()
+    """The `info` keys that measure task progress; evaluation keeps them per episode."""
+    num_modes: int = 1
+    """How many behaviour modes (completion orders) the task has."""
 
     def __init__(
         self,
@@ -55,14 +59,17 @@ class PlanarTaskEnv(MujocoEnv):
             **kwargs,
         )
         self.metadata = dict(self.metadata, render_fps=round(1.0 / self.dt))
-        self._agent_x = self.model.jnt_qposadr[self.model.joint("agent_x").id]
-        self._agent_y = self.model.jnt_qposadr[self.model.joint("agent_y").id]
+        joints = [self.model.joint(f"agent_{a}") for a in ("x", "y")]
+        self.agent_qpos_index = np.array([self.model.jnt_qposadr[j.id] for j in joints])
+        """(2,) where the agent's x, y sit in `data.qpos` (for experts that simulate ahead)."""
+        self.agent_dof_index = np.array([self.model.jnt_dofadr[j.id] for j in joints])
+        """(2,) where the agent's x, y velocities sit in `data.qvel`."""
 
     # -- helpers ---------------------------------------------------------------------------
     @property
     def agent_pos(self) -> np.ndarray:
         """(2,) agent position in the plane."""
-        return self.data.qpos[[self._agent_x, self._agent_y]].copy()
+        return self.data.qpos[self.agent_qpos_index].copy()
 
     def body_xy(self, name: str) -> np.ndarray:
         """(2,) position of a body in the plane."""

@@ -25,6 +25,7 @@ class BlockPushEnv(PlanarTaskEnv):
     """Planar pusher, two blocks, two target zones."""
 
     num_modes = 4  # which block first x which target it goes to
+    progress_keys = ("targets_filled", "p1", "p2")
 
     def __init__(self, render_mode: str | None = None, width: int = 96, height: int = 96) -> None:
         self.order: list[tuple[int, int]] = []
@@ -40,13 +41,13 @@ class BlockPushEnv(PlanarTaskEnv):
 
     def _task_reset(self) -> None:
         qpos = self.init_qpos.copy()
-        qpos[[self._agent_x, self._agent_y]] = AGENT_START + self.np_random.uniform(-0.05, 0.05, 2)
+        qpos[self.agent_qpos_index] = AGENT_START + self.np_random.uniform(-0.05, 0.05, 2)
         for _block, (ax, ay, ayaw) in enumerate(self._block_adr):
             # Joint positions are offsets from the body's position in the XML.
             qpos[[ax, ay]] = self.np_random.uniform(-BLOCK_NOISE, BLOCK_NOISE, 2)
             qpos[ayaw] = self.np_random.uniform(-np.pi / 4, np.pi / 4)
         self.set_state(qpos, np.zeros_like(self.init_qvel))
-        self.data.ctrl[:] = qpos[[self._agent_x, self._agent_y]]
+        self.data.ctrl[:] = qpos[self.agent_qpos_index]
         self.order = []
 
     def _holder(self, target: int) -> int | None:

@@ -23,6 +23,7 @@ class MultiReachEnv(PlanarTaskEnv):
     """Point agent, four goal pads; `info` reports goals reached, which, and in what order."""
 
     num_modes = 24  # visiting orders of 4 goals
+    progress_keys = ("goals_reached", "p1", "p2", "p3", "p4")
 
     def __init__(self, render_mode: str | None = None, width: int = 96, height: int = 96) -> None:
         self.visited = np.zeros(len(GOALS), dtype=bool)
@@ -33,9 +34,9 @@ class MultiReachEnv(PlanarTaskEnv):
 
     def _task_reset(self) -> None:
         qpos = self.init_qpos.copy()
-        qpos[[self._agent_x, self._agent_y]] = self.np_random.uniform(-START_NOISE, START_NOISE, 2)
+        qpos[self.agent_qpos_index] = self.np_random.uniform(-START_NOISE, START_NOISE, 2)
         self.set_state(qpos, np.zeros_like(self.init_qvel))
-        self.data.ctrl[:] = qpos[[self._agent_x, self._agent_y]]
+        self.data.ctrl[:] = qpos[self.agent_qpos_index]
         self.visited[:] = False
         self.order = []
 

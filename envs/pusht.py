@@ -42,15 +42,17 @@ class PushTEnv(PlanarTaskEnv):
     """Point pusher, T block, fixed goal pose; coverage-based success."""
 
     num_modes = len(FACES)  # the first face pushed
+    progress_keys = ("coverage", "max_coverage")
 
     def __init__(self, render_mode: str | None = None, width: int = 96, height: int = 96) -> None:
         self.first_face: int | None = None
         self.coverage = self.max_coverage = 0.0
         super().__init__("pusht.xml", obs_size=6, render_mode=render_mode, width=width, height=height)
         m = self.model
-        self._tee_adr = [m.jnt_qposadr[m.joint(f"tee_{a}").id] for a in ("x", "y", "yaw")]
-        self._tee_dof = [m.jnt_dofadr[m.joint(f"tee_{a}").id] for a in ("x", "y", "yaw")]
-        self._agent_dof = [m.jnt_dofadr[m.joint(f"agent_{a}").id] for a in ("x", "y")]
+        self.tee_qpos_index = np.array([m.jnt_qposadr[m.joint(f"tee_{a}").id] for a in ("x", "y", "yaw")])
+        """(3,) where the T's x, y, yaw sit in `data.qpos`."""
+        self.tee_dof_index = np.array([m.jnt_dofadr[m.joint(f"tee_{a}").id] for a in ("x", "y", "yaw")])
+        """(3,) where the T's velocities sit in `data.qvel`."""
         self._agent_geom = m.geom("agent").id
         self._tee_geoms = {m.geom("tee_bar").id, m.geom("tee_stem").id}
         self.parts = [self._part("tee_bar"), self._part("tee_stem")]  # body frame, (4, 2) each
@@ -77,11 +79,11 @@ class PushTEnv(PlanarTaskEnv):
     def tee_pose(self) -> tuple[np.ndarray, float]:
         """(centroid (2,), yaw) of the T."""
         q = self.data.qpos
-        return q[self._tee_adr[:2]].copy(), float(q[self._tee_adr[2]])
+        return q[self.tee_qpos_index[:2]].copy(), float(q[self.tee_qpos_index[2]])
 
     def tee_speed(self) -> float:
         """Largest |velocity| of the T's x, y, yaw joints."""
-        return float(np.abs(self.data.qvel[self._tee_dof]).max())
+        return float(np.abs(self.data.qvel[self.tee_dof_index]).max())
 
     def coverage_at(self, xy: np.ndarray, yaw: float) -> float:
         """Fraction of the goal T covered by a T at pose (xy, yaw)."""
@@ -114,8 +116,8 @@ class PushTEnv(PlanarTaskEnv):
             agent = rng.uniform(-0.85, 0.85, 2)
             if np.linalg.norm(agent - xy) >= AGENT_CLEARANCE:
                 break
-        qpos[self._tee_adr] = [xy[0], xy[1], yaw]
-        qpos[[self._agent_x, self._agent_y]] = agent
+        qpos[self.tee_qpos_index] = [xy[0], xy[1], yaw]
+        qpos[self.agent_qpos_index] = agent
         self.set_state(qpos, np.zeros_like(self.init_qvel))
         self.data.ctrl[:] = agent
         self.first_face = None

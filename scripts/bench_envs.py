@@ -6,7 +6,7 @@ and the MLP behaviour-cloning contrast.
 Per task: raw env steps/s (random actions, one process), expert steps/s (expert + env), 96x96
 frames/s (each checked not blank), expert success and completion-order entropy over `--episodes`
 seeded episodes (PushT: also mean max coverage), and collection episodes/s with 2 processes
-(scripts/collect.py's function). Then, per task, an MLP-BC policy (vqbet.baselines.MLPPolicy) is
+(vqbet.pipeline.collect). Then, per task, an MLP-BC policy (vqbet.policies.MLPPolicy) is
 trained on those expert episodes and evaluated on 100 fresh seeds next to the expert: a task that
 tests multimodality shows MLP-BC short of the expert in success or in order entropy.
 """
@@ -20,7 +20,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import argparse
 import collections
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,15 +27,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from collect import collect  # noqa: E402
-
-import envs  # noqa: E402
-from envs.rollout import expert_episode  # noqa: E402
-from vqbet.metrics import order_entropy, wilson_interval  # noqa: E402
+import envs
+from envs.rollout import expert_episode
+from vqbet.metrics import order_entropy, wilson_interval
+from vqbet.pipeline import collect, env_factory
 
 
 def raw_steps_per_second(env_id: str, steps: int = 5000) -> float:
@@ -69,23 +63,21 @@ def mlp_contrast(env_id: str, episodes: list[dict], steps: int, eval_episodes: i
     """Train MLP-BC on `episodes` for `steps` and evaluate it on seeds 2,000,000+: its summary."""
     import torch
 
-    from vqbet.baselines import MLPConfig, MLPPolicy
     from vqbet.data import EpisodeData, TrajectoryWindows
     from vqbet.evaluate import evaluate
+    from vqbet.policies import MLPConfig, MLPPolicy
     from vqbet.train_policy import PolicyTrainConfig, train_policy
 
     torch.manual_seed(0)
     windows = TrajectoryWindows(EpisodeData.from_episodes(episodes), obs_window=5, action_chunk=5)
     obs_dim, action_dim = episodes[0]["obs"].shape[1], episodes[0]["action"].shape[1]
     policy = MLPPolicy(MLPConfig(obs_dim=obs_dim, action_dim=action_dim, obs_window=5, action_chunk=5))
-    policy.obs_normalizer.fit(torch.from_numpy(windows.data.obs))
-    policy.action_normalizer.fit(torch.from_numpy(windows.data.action))
+    policy.fit_statistics(windows)
     config = PolicyTrainConfig(steps=steps, eval_every=steps, checkpoint_every=steps, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         train_policy(policy, windows, None, config, tmp, progress=False)
     policy.eval()
-    make_env = lambda: gym.make(env_id, disable_env_checker=True)  # noqa: E731
-    return evaluate(policy, make_env, eval_episodes, seed=2_000_000, progress=False)["summary"]
+    return evaluate(policy, env_factory(env_id), eval_episodes, seed=2_000_000, progress=False)["summary"]
 
 
 def main() -> None:

@@ -8,20 +8,13 @@ Needs only torch, safetensors, tqdm, numpy (no simulator). Prints a table with t
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_policy import CONFIGS, act_latency_ms, make_policy, random_batch, train_samples_per_s  # noqa: E402
-
-from vqbet.data import EpisodeData, TrajectoryWindows  # noqa: E402
-from vqbet.train_policy import PolicyTrainConfig, train_policy  # noqa: E402
+from vqbet.benchmark import CONFIGS, act_latency_ms, make_policy, random_batch, train_samples_per_s
+from vqbet.data import EpisodeData, TrajectoryWindows
+from vqbet.train_policy import PolicyTrainConfig, train_policy
 
 
 def cpu_cuda_agreement() -> dict[str, float]:

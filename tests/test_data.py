@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from vqbet.acting import to_absolute, to_relative
 from vqbet.data import EpisodeData, TrajectoryWindows, read_hdf5, split_episodes, write_hdf5
 
 
@@ -66,9 +67,14 @@ def test_windows_subset_split_and_loader():
     assert chunks.shape == (len(windows), 3, 2)
     for i in (0, 5, len(windows) - 1):  # each chunk is the last window step's actions
         assert np.array_equal(chunks[i], windows[i]["action"][-1].numpy())
-    relative = windows.action_chunks(relative_to=[2, 0])
+    assert np.array_equal(windows.anchor_obs(), data.obs[windows.steps()])
+    # The one relative-actions implementation serves numpy (phase 1) and torch (training, acting).
+    relative = to_relative(chunks, windows.anchor_obs(), [2, 0])
     anchors = data.obs[windows.steps()][:, [2, 0]]
     np.testing.assert_allclose(relative, chunks - anchors[:, None], rtol=0, atol=1e-6)
+    as_torch = to_relative(torch.from_numpy(chunks), torch.from_numpy(windows.anchor_obs()), [2, 0])
+    np.testing.assert_array_equal(as_torch.numpy(), relative)
+    np.testing.assert_allclose(to_absolute(relative, windows.anchor_obs(), [2, 0]), chunks, atol=1e-6)
     loader = torch.utils.data.DataLoader(windows, batch_size=4, num_workers=2)
     batch = next(iter(loader))
     assert batch["obs"].shape == (4, 2, 3) and batch["action_mask"].dtype == torch.bool

@@ -86,8 +86,8 @@ def test_render_96x96_not_blank(task):
 def _place_tee(env, xy, yaw, agent):
     u = env.unwrapped
     qpos = u.data.qpos.copy()
-    qpos[u._tee_adr] = [xy[0], xy[1], yaw]
-    qpos[[u._agent_x, u._agent_y]] = agent
+    qpos[u.tee_qpos_index] = [xy[0], xy[1], yaw]
+    qpos[u.agent_qpos_index] = agent
     u.set_state(qpos, np.zeros_like(u.data.qvel))
     u.data.ctrl[:] = agent
 
@@ -125,3 +125,15 @@ def test_pusht_reports_the_first_face_touched(yaw):
         if info["order"]:
             break
     assert info["order"] == (0,) and envs.pusht.FACES[0] == "stem bottom"
+
+
+def test_experts_read_only_public_env_state():
+    """Experts see the env through its public view (positions, indices into qpos, geometry), so a
+    change inside an env cannot silently break its expert."""
+    import re
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "envs" / "experts"
+    for file in folder.glob("*.py"):
+        private = re.findall(r"\benv\._\w+", file.read_text())
+        assert not private, f"{file.name} reads {private}"

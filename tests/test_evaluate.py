@@ -125,3 +125,27 @@ def test_write_report_keeps_results_and_says_what_the_expert_reference_is(tmp_pa
     report = (tmp_path / "report.md").read_text()
     assert "success: **0.50**" in report and "seeds 1000000..1000001" in report
     assert ("DART-perturbed collection, noise std 0.03" in report) == (perturb > 0)
+
+
+class FewerKeys(gym.Wrapper):
+    """A task variant that declares fewer progress keys."""
+
+    progress_keys = ("goals_reached",)
+
+
+def test_records_keep_the_progress_keys_the_env_declares():
+    created = []
+
+    def make_env(wrapped: bool):
+        env = gym.make("vqbet/MultiReach-v0", disable_env_checker=True)
+        env = FewerKeys(env) if wrapped else env
+        created.append(env)
+        return env
+
+    for wrapped, keys in ((False, {"goals_reached", "p1", "p2", "p3", "p4"}), (True, {"goals_reached"})):
+        created.clear()
+        result = evaluate(
+            ExpertPolicy(created), lambda w=wrapped: make_env(w), 2, 900, num_envs=2, progress=False
+        )
+        for record in result["episodes"]:
+            assert set(record) - {"seed", "success", "length", "unstable", "order"} == keys

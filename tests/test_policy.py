@@ -6,7 +6,8 @@ import torch
 
 from vqbet import ActionTokenizer, TokenizerFitConfig, fit_tokenizer
 from vqbet.data import EpisodeData, TrajectoryWindows
-from vqbet.policy import VQBeTConfig, VQBeTPolicy, sample_codes
+from vqbet.policies import VQBeTConfig, VQBeTPolicy
+from vqbet.policies.vqbet import sample_codes
 from vqbet.train_policy import PolicyTrainConfig, compile_network, train_policy
 
 TA = 4
@@ -204,7 +205,7 @@ def test_save_load_gives_identical_actions(tmp_path):
     b = [loaded.select_action(obs + i) for i in range(6)]
     for x, y in zip(a, b, strict=True):
         assert torch.equal(x, y)
-    with pytest.raises(ValueError, match="obs_dim=2, but the task has obs_dim=6"):
+    with pytest.raises(ValueError, match="checkpoint has obs_dim=2, but obs_dim=6 is expected"):
         VQBeTPolicy.from_pretrained(tmp_path / "ckpt", obs_dim=6)
 
 
@@ -257,11 +258,6 @@ def test_mismatched_inputs_raise():
         policy.select_action(np.zeros(2))
 
 
-def test_compile_network_needs_a_network():
-    with pytest.raises(ValueError, match="no `gpt` or `net`"):
-        compile_network(torch.nn.Linear(2, 2))
-
-
 @pytest.mark.slow
 def test_compiled_policy_acts_like_the_eager_one_and_keeps_its_checkpoint_keys():
     torch.manual_seed(0)
@@ -295,7 +291,7 @@ def test_relative_actions_are_the_absolute_policy_shifted_by_the_reference():
 
 
 def test_relative_mlp_round_trips_through_its_checkpoint(tmp_path):
-    from vqbet.baselines import MLPConfig, MLPPolicy, load_policy
+    from vqbet.policies import MLPConfig, MLPPolicy, load_policy
 
     torch.manual_seed(0)
     policy = MLPPolicy(
@@ -307,7 +303,7 @@ def test_relative_mlp_round_trips_through_its_checkpoint(tmp_path):
     loaded = load_policy(policy.save_pretrained(tmp_path / "mlp"))
     assert loaded.config.action_relative_to == [2, 0]
     torch.testing.assert_close(loaded.predict_action_chunk(obs), policy.predict_action_chunk(shifted))
-    base = policy.action_normalizer.unnormalize(policy._predict(obs))
+    base = policy.action_normalizer.unnormalize(policy._normalised_chunk(obs))
     torch.testing.assert_close(policy.predict_action_chunk(obs), base + obs[:, -1, None][..., [2, 0]])
 
 
@@ -324,3 +320,67 @@ def test_dropout_zeroes_a_fraction_p_scales_the_rest_and_is_off_in_eval():
     y.sum().backward()
     torch.testing.assert_close(x.grad, y.detach())  # gradient = mask x scale
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_the_tokenizer_records_the_frame_it_was_fitted_in(tmp_path):
+    policy = make_policy(action_relative_to=[1, 0])
+    assert policy.tokenizer.config.relative_to == [1, 0]  # an unfitted tokenizer takes the policy's frame
+    policy.tokenizer.normalizer.fit(torch.randn(100, 2))
+    policy.tokenizer.save_pretrained(tmp_path / "tok")
+    tokenizer = ActionTokenizer.from_pretrained(tmp_path / "tok")
+    assert tokenizer.config.relative_to == [1, 0]
+    with pytest.raises(ValueError, match=r"fitted on chunks relative to observation indices \[1, 0\]"):
+        VQBeTPolicy(VQBeTConfig(obs_dim=2, action_dim=2, obs_window=3, action_chunk=TA), tokenizer)
+
+
+def test_chunks_are_normalised_once_and_made_raw_once():
+    """Training targets and predictions live in the tokenizer's normalised space; the raw-unit
+    encode/decode are the same maps seen from outside."""
+    torch.manual_seed(0)
+    policy = make_policy(temperature=0.0).eval()
+    policy.tokenizer.normalizer.fit(torch.randn(500, 2) * 3 + 1)
+    chunks = torch.randn(6, TA, 2) * 3 + 1
+    normalised = policy.tokenizer.normalizer.normalize(chunks)
+    codes = policy.tokenizer.encode_normalized(normalised)
+    assert torch.equal(codes, policy.tokenizer.encode(chunks))
+    torch.testing.assert_close(
+        policy.tokenizer.normalizer.unnormalize(policy.tokenizer.decode_normalized(codes)),
+        policy.tokenizer.decode(codes),
+    )
+    obs = torch.randn(4, 3, 2)
+    h = policy.features(obs, last_only=True)[:, -1]
+    codes = torch.zeros(4, 2, dtype=torch.long)
+    for layer in range(2):  # argmax codes, each layer conditioned on the ones chosen before it
+        codes[:, layer] = policy.code_logits(h, codes)[layer].argmax(-1)
+    tokenizer = policy.tokenizer
+    expected = tokenizer.normalizer.unnormalize(tokenizer.decode_normalized(codes) + policy.offsets(h, codes))
+    torch.testing.assert_close(policy.predict_action_chunk(obs), expected)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: ActionTokenizer(action_dim=2, chunk_size=2, quantizer="vq"),
+            "quantizer must be one of rvq|fsq",
+        ),
+        (
+            lambda: ActionTokenizer(action_dim=2, chunk_size=2, gradient="straight"),
+            "gradient must be one of ste|",
+        ),
+        (
+            lambda: make_policy(goal_conditioning="append"),
+            "goal_conditioning must be one of none|prepend|concat",
+        ),
+        (lambda: make_policy(obs_normalization="zscore"), "obs_normalization must be one of meanstd|minmax"),
+        (lambda: PolicyTrainConfig(device="gpu"), "device must be auto, cpu, cuda or cuda:N"),
+        (
+            lambda: PolicyTrainConfig(steps=0, batch_size="x"),
+            "steps must be >= 1.*batch_size must be an integer",
+        ),
+        (lambda: VQBeTConfig.from_dict({"n_layers": 2}), r"unknown VQBeTConfig keys \['n_layers'\]"),
+    ],
+)
+def test_string_options_and_ranges_are_checked_where_configs_are_built(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()

@@ -1,15 +1,12 @@
-"""scripts/results_table.py: seeds grouped per method, means and pooled intervals, re-evaluations."""
+"""vqbet.results (scripts/results_table.py): seeds grouped per method, means and pooled intervals,
+re-evaluations."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-import results_table
-
+from vqbet import results as results_table
 from vqbet.metrics import wilson_interval
 
 

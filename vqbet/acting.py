@@ -1,8 +1,8 @@
 """Acting from a chunk predictor: observation history, episode-start padding, open-loop queue or
 closed-loop temporal ensembling, per-environment resets for vector envs.
 
-A policy class mixes this in and provides `predict_action_chunk(obs_window (B, To, D), goal) ->
-(B, Ta, A)`, a `config` with obs_dim, action_dim, obs_window, action_chunk, execution and
+vqbet.policies.Policy mixes this in and provides `predict_action_chunk(obs_window (B, To, D), goal)
+-> (B, Ta, A)`, a `config` with obs_dim, action_dim, obs_window, action_chunk, execution and
 ensemble_decay, and at least one parameter (to know its device).
 
 Relative actions: with a config's `action_relative_to` (one observation index per action dim),
@@ -14,9 +14,14 @@ normalised error is a far smaller error in the world.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 import numpy as np
 import torch
 from torch import Tensor
+
+ArrayT = TypeVar("ArrayT", Tensor, np.ndarray)
 
 
 def check_relative_to(index: list[int], obs_dim: int, action_dim: int, owner: str) -> list[int]:
@@ -30,19 +35,20 @@ def check_relative_to(index: list[int], obs_dim: int, action_dim: int, owner: st
     return index
 
 
-def to_relative(action: Tensor, obs: Tensor, index: list[int]) -> Tensor:
-    """Actions (..., Ta, A) -> actions minus the observation features `index` of the step each
-    chunk starts at, obs (..., D). A no-op for an empty `index`."""
-    if not index:
+def to_relative(action: ArrayT, obs: ArrayT, index: Sequence[int]) -> ArrayT:
+    """Action chunks (..., Ta, A) minus the observation features `index` of the step each chunk
+    starts at, obs (..., D). Torch tensors or numpy arrays alike; a no-op for an empty `index`.
+    The one implementation of relative actions (training targets, phase-1 chunks, acting)."""
+    if not len(index):
         return action
-    return action - obs[..., index].unsqueeze(-2).to(action.dtype)
+    return action - obs[..., list(index)][..., None, :]
 
 
-def to_absolute(chunk: Tensor, obs: Tensor, index: list[int]) -> Tensor:
+def to_absolute(chunk: ArrayT, obs: ArrayT, index: Sequence[int]) -> ArrayT:
     """Inverse of `to_relative`: chunk (..., Ta, A) + obs (..., D)[index]."""
-    if not index:
+    if not len(index):
         return chunk
-    return chunk + obs[..., index].unsqueeze(-2).to(chunk.dtype)
+    return chunk + obs[..., list(index)][..., None, :]
 
 
 class ChunkActing:
@@ -57,7 +63,17 @@ class ChunkActing:
             self._fresh: Tensor | None = None
             return
         if self._fresh is not None:
-            self._fresh |= torch.as_tensor(np.asarray(done), dtype=torch.bool, device=self._fresh.device)
+            done = torch.as_tensor(
+                done if isinstance(done, Tensor) else np.asarray(done),
+                dtype=torch.bool,
+                device=self._fresh.device,
+            )
+            if done.shape != self._fresh.shape:
+                raise ValueError(
+                    f"reset(done): done must have shape ({self._fresh.shape[0]},), one flag per "
+                    f"environment being acted for, got {tuple(done.shape)}"
+                )
+            self._fresh |= done
 
     @torch.no_grad()
     def select_action(self, obs: Tensor | np.ndarray, goal: Tensor | np.ndarray | None = None) -> Tensor:

@@ -7,7 +7,6 @@ cannot run code.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -89,15 +88,6 @@ def read_tensors(folder: str | os.PathLike, name: str = WEIGHTS_FILE) -> dict[st
         return load_file(str(file))
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{file} is not a readable safetensors file: {err}") from None
-
-
-def config_from_dict(cls: type, data: dict[str, Any], source: str) -> Any:
-    """Build config dataclass `cls` from a dict, naming unknown keys instead of a bare TypeError."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{source}: unknown {cls.__name__} keys {unknown}")
-    return cls(**data)
 
 
 def load_state_strict(module: torch.nn.Module, tensors: dict[str, Tensor], source: str) -> None:

@@ -18,18 +18,20 @@ from tqdm.auto import tqdm
 
 from vqbet.metrics import summarize
 
-# info keys that are per-task progress metrics worth keeping per episode
-PROGRESS_KEYS = ("goals_reached", "targets_filled", "p1", "p2", "p3", "p4", "coverage", "max_coverage")
 
+class Actor(Protocol):
+    """What evaluation needs of a policy (any vqbet Policy, or a scripted expert behind it)."""
 
-class Policy(Protocol):
     def reset(self, done: np.ndarray | None = None) -> None: ...
 
     def select_action(self, obs: np.ndarray) -> Any: ...
 
 
-def _episode_record(info: dict[str, Any], index: int, seed: int, length: int) -> dict[str, Any]:
-    """One environment's final info (from a vector info dict) -> a flat record."""
+def _episode_record(
+    info: dict[str, Any], index: int, seed: int, length: int, progress_keys: tuple[str, ...]
+) -> dict[str, Any]:
+    """One environment's final info (from a vector info dict) -> a flat record with the task's
+    `progress_keys`."""
 
     def get(key: str) -> Any:
         if key in info and info.get(f"_{key}", np.ones(index + 1, bool))[index]:
@@ -43,7 +45,7 @@ def _episode_record(info: dict[str, Any], index: int, seed: int, length: int) ->
         "length": length,
         "unstable": unstable,
     }
-    for key in PROGRESS_KEYS:
+    for key in progress_keys:
         value = get(key)
         if value is not None:
             record[key] = value.item() if isinstance(value, np.generic) else value
@@ -53,8 +55,16 @@ def _episode_record(info: dict[str, Any], index: int, seed: int, length: int) ->
     return record
 
 
+def _task_attr(envs: gym.vector.VectorEnv, name: str, default: Any) -> Any:
+    """A class attribute the task declares (`num_modes`, `progress_keys`), through any wrappers."""
+    try:
+        return envs.get_attr(name)[0]
+    except AttributeError:
+        return default
+
+
 def evaluate(
-    policy: Policy,
+    policy: Actor,
     make_env: Callable[[], gym.Env],
     n_episodes: int,
     seed: int,
@@ -67,14 +77,16 @@ def evaluate(
     """Roll `policy` out for `n_episodes` episodes (seeds seed..seed+n-1) in `num_envs` parallel
     envs (at most n_episodes; many envs amortise the policy's per-call overhead over a larger
     batch: see scripts/bench_policy.py). Returns {"episodes": [records], "summary": summarize(...)}.
-    An episode the simulator flags unstable counts as a failure and the evaluation goes on.
+    Each record keeps the info keys the task declares in `progress_keys`. An episode the
+    simulator flags unstable counts as a failure and the evaluation goes on.
     `on_step(frames_source_obs, episode_ids)` lets a caller record videos."""
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
     num_envs = min(num_envs, n_episodes)
     vector_cls = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
     envs = vector_cls([make_env] * num_envs, autoreset_mode=AutoresetMode.DISABLED)
-    num_modes = getattr(envs.envs[0].unwrapped, "num_modes", None) if not asynchronous else None
+    num_modes = _task_attr(envs, "num_modes", None)
+    progress_keys = tuple(_task_attr(envs, "progress_keys", ()))
     records: list[dict[str, Any] | None] = [None] * n_episodes
     episode_of = list(range(num_envs))  # which episode each env is running (-1: idle)
     next_episode = num_envs
@@ -98,7 +110,9 @@ def evaluate(
             for i in np.flatnonzero(finished):
                 i = int(i)
                 if episode_of[i] >= 0:
-                    records[episode_of[i]] = _episode_record(info, i, seed + episode_of[i], int(lengths[i]))
+                    records[episode_of[i]] = _episode_record(
+                        info, i, seed + episode_of[i], int(lengths[i]), progress_keys
+                    )
                     bar.update()
                 # DISABLED autoreset: a finished env must be reset before it can step again.
                 if next_episode < n_episodes:

@@ -7,12 +7,14 @@ on the bin, on the same transformer. Fitted centres are buffers, so they are sav
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from vqbet.config import check_literals, config_from_dict
 from vqbet.normalize import Normalizer
 from vqbet.quantize import kmeans, nearest_code
 from vqbet.tokenizer import ChunkTokenizer
@@ -30,16 +32,27 @@ class KMeansTokenizerConfig:
     """K: k-means centres."""
     kmeans_iters: int = 50
     """Lloyd iterations of the fit."""
-    normalization: str = "meanstd"
+    normalization: Literal["meanstd", "minmax"] = "meanstd"
     """How raw actions are normalised before clustering."""
+    relative_to: list[int] = field(default_factory=list)
+    """The frame of the chunks (see TokenizerConfig.relative_to)."""
 
     def __post_init__(self) -> None:
+        check_literals(self)
+        self.relative_to = [int(i) for i in self.relative_to]
         if self.num_bins < 2:
             raise ValueError(f"KMeansTokenizerConfig: num_bins must be >= 2, got {self.num_bins}")
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> KMeansTokenizerConfig:
+        """Build from a dict, naming unknown keys instead of failing with a TypeError."""
+        return config_from_dict(cls, data, source)
 
 
 class KMeansTokenizer(ChunkTokenizer):
     """encode: (B, T, A) -> (B, 1) nearest bin; decode: (B, 1) -> (B, T, A) bin centre."""
+
+    tokenizer_type = "kmeans"
 
     def __init__(self, config: KMeansTokenizerConfig | None = None, **kwargs) -> None:
         super().__init__()
@@ -65,13 +78,9 @@ class KMeansTokenizer(ChunkTokenizer):
         return {"reconstruction_loss": mse, "used_fraction/0": float((counts > 0).float().mean())}
 
     @torch.no_grad()
-    def encode(self, actions: Tensor) -> Tensor:
-        self.check_actions(actions)
-        flat = self.normalizer.normalize(actions).reshape(actions.shape[0], -1)
-        return nearest_code(flat, self.centres)[0][:, None]
+    def encode_normalized(self, chunks: Tensor) -> Tensor:
+        return nearest_code(chunks.reshape(chunks.shape[0], -1), self.centres)[0][:, None]
 
-    def decode(self, codes: Tensor) -> Tensor:
-        self.check_codes(codes)
+    def decode_normalized(self, codes: Tensor) -> Tensor:
         c = self.config
-        chunk = self.centres[codes[:, 0]].view(-1, c.chunk_size, c.action_dim)
-        return self.normalizer.unnormalize(chunk)
+        return self.centres[codes[:, 0]].view(-1, c.chunk_size, c.action_dim)

@@ -111,6 +111,11 @@ def plot_curves(history: list[dict[str, Any]], keys: list[str], path: str | os.P
     return Path(path)
 
 
+def _number(value: float | None, digits: int = 2) -> str:
+    """A metric for the report; "unknown" when absent (e.g. a run copied without its dataset)."""
+    return "unknown" if value is None else f"{value:.{digits}f}"
+
+
 def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
     """results.json and a short report.md in `run_dir`."""
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
@@ -121,7 +126,7 @@ def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
         "",
         f"- success: **{s['success_rate']:.2f}** (95% CI {low:.2f}-{high:.2f}) over {s['episodes']} episodes "
         f"(seeds {results['eval_seed']}..{results['eval_seed'] + s['episodes'] - 1})",
-        f"- expert success in the demonstrations: {results.get('expert_success_rate', float('nan')):.2f}"
+        f"- expert success in the demonstrations: {_number(results.get('expert_success_rate'))}"
         + (
             f" (DART-perturbed collection, noise std {results['demonstrations_perturb']}: the unperturbed "
             "expert succeeds more often)"
@@ -133,7 +138,7 @@ def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
         lines.append(
             f"- completion-order entropy: {s['order_entropy']:.3f} nats "
             f"({s['distinct_orders']} distinct orders); "
-            f"expert {results.get('expert_order_entropy', float('nan')):.3f}"
+            f"expert {_number(results.get('expert_order_entropy'), 3)}"
         )
     for key, value in s.items():
         if key.startswith("mean_") and key not in ("mean_success",):

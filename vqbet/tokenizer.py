@@ -11,7 +11,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +20,12 @@ from torch import Tensor, nn
 from vqbet.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
-    config_from_dict,
     load_state_strict,
     read_json,
     read_tensors,
     write_folder,
 )
+from vqbet.config import check_literals, config_from_dict
 from vqbet.normalize import Normalizer
 from vqbet.quantize import CodebookUsage, Residual, ResidualFSQ, ResidualVQ
 
@@ -45,7 +45,7 @@ class TokenizerConfig:
     """L: residual quantiser layers (codes per chunk)."""
     codebook_size: int = 16
     """K: codes per layer (for "rvq")."""
-    quantizer: str = "rvq"
+    quantizer: Literal["rvq", "fsq"] = "rvq"
     """"rvq" (learned codebooks) or "fsq" (fixed grid of `fsq_levels`)."""
     fsq_levels: list[int] = field(default_factory=lambda: [5, 5, 5])
     """Grid sizes per latent dimension for "fsq" (codes per layer = their product)."""
@@ -55,9 +55,9 @@ class TokenizerConfig:
     """Width of the encoder and decoder MLPs."""
     depth: int = 2
     """Hidden layers in the encoder and in the decoder."""
-    normalization: str = "meanstd"
+    normalization: Literal["meanstd", "minmax"] = "meanstd"
     """How raw actions are normalised before encoding: "meanstd" or "minmax"."""
-    reconstruction_loss: str = "mse"
+    reconstruction_loss: Literal["mse", "l1"] = "mse"
     """"mse" or "l1" (VQ-BeT uses L1) between normalised chunks and reconstructions."""
     commitment_weight: float = 0.25
     """beta of the commitment loss, per layer."""
@@ -69,26 +69,25 @@ class TokenizerConfig:
     """Initialise each codebook by k-means on the first training batch."""
     dead_code_threshold: float = 1.0
     """Re-seed codes used less than this many times per batch (running average); 0 = never."""
-    gradient: str = "ste"
+    gradient: Literal["ste", "rotation", "gumbel"] = "ste"
     """Gradient estimator through the quantiser: "ste", "rotation" or "gumbel"."""
     cosine: bool = False
     """Cosine-similarity codebooks (directions only)."""
+    relative_to: list[int] = field(default_factory=list)
+    """The frame the chunks live in: empty for absolute actions, else for each action dim the
+    observation index subtracted from it (a policy's `action_relative_to`). Recorded so that a
+    tokenizer loaded on its own says what its codes mean; set by the policy that fits it."""
 
     def __post_init__(self) -> None:
+        check_literals(self)
+        self.relative_to = [int(i) for i in self.relative_to]
         for name in ("action_dim", "chunk_size", "num_layers", "latent_dim", "hidden_dim"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TokenizerConfig: {name} must be >= 1, got {getattr(self, name)}")
         if self.depth < 0:
             raise ValueError(f"TokenizerConfig: depth must be >= 0, got {self.depth}")
-        if self.quantizer not in ("rvq", "fsq"):
-            raise ValueError(f"TokenizerConfig: quantizer must be 'rvq' or 'fsq', got {self.quantizer!r}")
         if self.quantizer == "rvq" and self.codebook_size < 2:
             raise ValueError(f"TokenizerConfig: codebook_size must be >= 2, got {self.codebook_size}")
-        if self.reconstruction_loss not in ("mse", "l1"):
-            raise ValueError(
-                "TokenizerConfig: reconstruction_loss must be 'mse' or 'l1', "
-                f"got {self.reconstruction_loss!r}"
-            )
         self.fsq_levels = [int(v) for v in self.fsq_levels]
 
     @classmethod
@@ -127,13 +126,37 @@ def mlp(in_dim: int, hidden: int, out_dim: int, depth: int) -> nn.Sequential:
 
 
 class ChunkTokenizer(nn.Module):
-    """What a policy needs of a tokenizer: `config.chunk_size`/`config.action_dim`, `num_layers`,
-    `codebook_size`, a `normalizer`, `encode (B, T, A) -> (B, L)` and `decode (B, L) -> (B, T, A)`.
-    Holds the input checks they share."""
+    """What a policy needs of a tokenizer: `config` (with `chunk_size`, `action_dim`,
+    `relative_to`), `num_layers`, `codebook_size`, a `normalizer`, and codes to and from
+    *normalised* chunks (`encode_normalized`, `decode_normalized`): a policy normalises a chunk
+    once and stays in that space until it returns raw actions. `encode`/`decode` are the raw-unit
+    views for users; the input checks they share live here."""
 
+    tokenizer_type: ClassVar[str]
+    """Key of this class in checkpoints ("rvq", "kmeans")."""
     config: Any
+    normalizer: Normalizer
     num_layers: int
     codebook_size: int
+
+    def encode_normalized(self, chunks: Tensor) -> Tensor:
+        """Normalised chunks (B, T, A) -> codes (B, L) int64; never changes state."""
+        raise NotImplementedError
+
+    def decode_normalized(self, codes: Tensor) -> Tensor:
+        """Codes (B, L) -> normalised chunks (B, T, A)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def encode(self, actions: Tensor) -> Tensor:
+        """actions (B, T, A) raw -> codes (B, L) int64. Never changes state, in either mode."""
+        self.check_actions(actions)
+        return self.encode_normalized(self.normalizer.normalize(actions))
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """codes (B, L) int64 -> actions (B, T, A) raw."""
+        self.check_codes(codes)
+        return self.normalizer.unnormalize(self.decode_normalized(codes))
 
     def check_actions(self, actions: Tensor, name: str = "actions") -> None:
         """Raise ValueError unless `actions` is a finite float tensor of shape (B, T, A)."""
@@ -166,6 +189,8 @@ class ActionTokenizer(ChunkTokenizer):
     `ActionTokenizer(action_dim=2, chunk_size=5, num_layers=2, codebook_size=16)` or
     `ActionTokenizer(config)`. encode: (B, T, A) -> (B, L); decode: (B, L) -> (B, T, A).
     """
+
+    tokenizer_type = "rvq"
 
     def __init__(self, config: TokenizerConfig | None = None, **kwargs) -> None:
         super().__init__()
@@ -206,10 +231,6 @@ class ActionTokenizer(ChunkTokenizer):
         return self.quantizer.codebook_size
 
     # -- model -----------------------------------------------------------------------------
-    def _latent(self, actions: Tensor) -> Tensor:
-        x = self.normalizer.normalize(actions)
-        return self.encoder(x.reshape(x.shape[0], -1))
-
     def _actions(self, latent: Tensor) -> Tensor:
         """Quantised latent (B, latent_dim) -> normalised chunk (B, T, A)."""
         c = self.config
@@ -235,15 +256,12 @@ class ActionTokenizer(ChunkTokenizer):
         )
 
     @torch.no_grad()
-    def encode(self, actions: Tensor) -> Tensor:
-        """actions (B, T, A) raw -> codes (B, L) int64. Never changes state, in either mode."""
-        self.check_actions(actions)
-        return self.quantizer.encode(self._latent(actions))
+    def encode_normalized(self, chunks: Tensor) -> Tensor:
+        return self.quantizer.encode(self.encoder(chunks.reshape(chunks.shape[0], -1)))
 
-    def decode(self, codes: Tensor) -> Tensor:
-        """codes (B, L) int64 -> actions (B, T, A) raw. Differentiable in the decoder."""
-        self.check_codes(codes)
-        return self.normalizer.unnormalize(self._actions(self.quantizer.decode(codes)))
+    def decode_normalized(self, codes: Tensor) -> Tensor:
+        """Differentiable in the decoder."""
+        return self._actions(self.quantizer.decode(codes))
 
     # -- persistence -----------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike) -> Path:

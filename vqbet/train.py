@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from vqbet.config import check_ranges
+from vqbet.progress import Progress
 from vqbet.quantize import anneal_temperature
 from vqbet.tokenizer import ActionTokenizer
 
@@ -38,6 +39,14 @@ class TokenizerFitConfig:
     """Seeds the batch order and the quantiser's random choices."""
     log_every: int = 50
     """Steps between history records (and tensorboard points)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            at_least_one=("steps", "batch_size", "log_every"),
+            non_negative=("weight_decay", "grad_clip"),
+            positive=("lr", "gumbel_start", "gumbel_end"),
+        )
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -92,8 +101,8 @@ def fit_tokenizer(
     history: list[dict[str, float]] = []
     batch_size = min(config.batch_size, data.shape[0])
     started = time.perf_counter()
-    bar = tqdm(range(config.steps), desc="tokenizer", disable=None if progress else True, dynamic_ncols=True)
-    for step in bar:
+    bar = Progress("tokenizer", config.steps, enabled=progress)
+    for step in range(config.steps):
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(step, config.steps, warmup)
         if gumbel:
@@ -108,6 +117,7 @@ def fit_tokenizer(
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), config.grad_clip)
         optimizer.step()
+        bar.update()
 
         if step % config.log_every == 0 or step == config.steps - 1:
             record = {
@@ -120,11 +130,15 @@ def fit_tokenizer(
                 **out.usage.as_dict(),
             }
             history.append(record)
-            bar.set_postfix(recon=f"{record['reconstruction_loss']:.4f}")
+            used = "/".join(f"{v:.0%}" for k, v in record.items() if k.startswith("used_fraction/"))
+            bar.log(
+                step + 1, {"recon": record["reconstruction_loss"], "lr": record["lr"], "codes used": used}
+            )
             if writer is not None:
                 for key, value in record.items():
                     if key != "step":
                         writer.add_scalar(f"tokenizer/{key}", value, step)
+    bar.close()
     if writer is not None:
         writer.close()
     optimizer.zero_grad(set_to_none=True)

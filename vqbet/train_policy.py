@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,9 +17,11 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm.auto import tqdm
 
 from vqbet.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_json, read_tensors, write_folder
+from vqbet.config import check_ranges
+from vqbet.policies.base import Policy
+from vqbet.progress import Progress
 from vqbet.train import decay_groups, lr_factor
 from vqbet.train_state import (
     STATE_JSON,
@@ -66,18 +69,25 @@ class PolicyTrainConfig:
     """torch.compile the policy's network (transformer or MLP) in place: a compile at the start,
     faster steps on CUDA; on a 2-core CPU it gains little (see scripts/bench_policy.py)."""
 
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            at_least_one=("steps", "batch_size", "eval_every", "checkpoint_every", "log_every"),
+            non_negative=("warmup_steps", "weight_decay", "grad_clip", "num_workers"),
+            positive=("lr",),
+        )
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"PolicyTrainConfig: ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", str(self.device))):
+            raise ValueError(
+                f"PolicyTrainConfig: device must be auto, cpu, cuda or cuda:N, got {self.device!r}"
+            )
 
-def compile_network(policy: torch.nn.Module) -> torch.nn.Module:
-    """Compile in place the arithmetic-heavy part of a policy (`gpt` of VQ-BeT/BeT, `net` of the
-    MLP); in-place `Module.compile` keeps the state-dict keys, so checkpoints are unchanged."""
-    compiled = False
-    for name in ("gpt", "net"):
-        module = getattr(policy, name, None)
-        if isinstance(module, torch.nn.Module):
-            module.compile()
-            compiled = True
-    if not compiled:
-        raise ValueError(f"compile: {type(policy).__name__} has no `gpt` or `net` module to compile")
+
+def compile_network(policy: Policy) -> Policy:
+    """Compile in place the arithmetic-heavy part of a policy (its `network`); in-place
+    `Module.compile` keeps the state-dict keys, so checkpoints are unchanged."""
+    policy.network.compile()
     return policy
 
 
@@ -158,10 +168,10 @@ def validation_loss(policy: torch.nn.Module, data: Dataset, batch_size: int, dev
 
 def save_checkpoint(
     folder: Path,
-    policy: torch.nn.Module,
+    policy: Policy,
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
-    acting: torch.nn.Module,
+    acting: Policy,
 ) -> None:
     """One atomic folder: acting weights (EMA when on) + raw weights, optimizer, RNG and step."""
     opt_tensors, opt_meta = optimizer_to_files(optimizer)
@@ -176,8 +186,18 @@ def save_checkpoint(
     )
 
 
+def _headline(metrics: dict[str, float]) -> dict[str, Any]:
+    """The metrics a progress line shows: loss, lr, code accuracy per layer, samples/s."""
+    shown: dict[str, Any] = {"loss": metrics["loss"], "lr": metrics["lr"]}
+    accuracy = [v for k, v in metrics.items() if k.startswith("code_accuracy/")]
+    if accuracy:
+        shown["code acc"] = "/".join(f"{a:.2f}" for a in accuracy)
+    shown["samples/s"] = metrics["samples_per_s"]
+    return shown
+
+
 def train_policy(
-    policy: torch.nn.Module,
+    policy: Policy,
     train_set: Dataset,
     val_set: Dataset | None,
     config: PolicyTrainConfig,
@@ -186,9 +206,10 @@ def train_policy(
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str, float, int], None] | None = None,
-    on_eval: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
+    on_eval: Callable[[Policy, int], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """Train `policy` (its tokenizer already fitted) and write `run_dir/checkpoints/{last,best}`.
+    """Phase 2: train `policy` (after its `fit_statistics`, which this freezes) and write
+    `run_dir/checkpoints/{last,best}`.
 
     With `resume`, continues from `last`: weights, optimizer, schedule, RNG and batch order, so the
     result equals an uninterrupted run. `log(name, value, step)` receives scalars (e.g. tensorboard);
@@ -198,8 +219,7 @@ def train_policy(
     main_process = rank == 0
     run_dir = Path(run_dir)
     last, best = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
-    if hasattr(policy, "freeze_tokenizer"):
-        policy.freeze_tokenizer()
+    policy.freeze_statistics()
     policy.to(device).train()
     if config.compile:
         compile_network(policy)
@@ -241,13 +261,7 @@ def train_policy(
         generator=torch.Generator().manual_seed(config.seed + start),
     )
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and config.amp)
-    bar = tqdm(
-        total=config.steps,
-        initial=start,
-        desc="policy",
-        disable=None if progress and main_process else True,
-        dynamic_ncols=True,
-    )
+    bar = Progress("policy", config.steps, initial=start, enabled=progress and main_process)
     seen, tick = 0, time.perf_counter()
     step = start
     for step, batch in enumerate(loader, start=start + 1):
@@ -274,7 +288,7 @@ def train_policy(
             metrics.update(lr=optimizer.param_groups[0]["lr"], samples_per_s=seen / (now - tick))
             seen, tick = 0, now
             state["history"].append({"step": step, **metrics})
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+            bar.log(step, _headline(metrics))
             if log is not None:
                 for key, value in metrics.items():
                     log(f"train/{key}", value, step)

@@ -94,12 +94,11 @@ class TrajectoryWindows(Dataset):
         """Global step indices of the chosen episodes, for normalisation statistics."""
         return self._anchor
 
-    def action_chunks(self, relative_to: Sequence[int] = ()) -> np.ndarray:
-        """(M, Ta, A) the action chunk starting at every step (end-padded), for the tokenizer; with
-        `relative_to` (an observation index per action dim), minus those features of that step."""
+    def action_chunks(self) -> np.ndarray:
+        """(M, Ta, A) the action chunk starting at every step (end-padded), for phase 1."""
         act_idx = np.minimum(self._anchor[:, None] + self._ahead[None, :], self._end[:, None] - 1)
-        chunks = np.asarray(self.data.action[act_idx], dtype=np.float32)
-        if len(relative_to):
-            reference = np.asarray(self.data.obs[self._anchor][:, list(relative_to)], dtype=np.float32)
-            chunks = chunks - reference[:, None]
-        return chunks
+        return np.asarray(self.data.action[act_idx], dtype=np.float32)
+
+    def anchor_obs(self) -> np.ndarray:
+        """(M, D) the observation at every step, aligned with `action_chunks`."""
+        return np.asarray(self.data.obs[self._anchor], dtype=np.float32)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from envs.experts import Expert
+from envs.experts.base import Expert
 from envs.geometry import rotation
 
 
@@ -145,17 +145,17 @@ class PushTExpert(Expert):
         """T pose after pushing from `precontact` to `end` (world) on a copy of the live state."""
         env, scratch = self.env, self._scratch
         mujoco.mj_copyData(scratch, env.model, env.data)
-        scratch.qpos[[env._agent_x, env._agent_y]] = precontact
-        scratch.qvel[env._agent_dof] = 0.0
+        scratch.qpos[env.agent_qpos_index] = precontact
+        scratch.qvel[env.agent_dof_index] = 0.0
         for _ in range(self.waypoint_budget // 2):
-            pos = scratch.qpos[[env._agent_x, env._agent_y]]
+            pos = scratch.qpos[env.agent_qpos_index]
             if np.linalg.norm(end - pos) < self.reached:
                 break
             scratch.ctrl[:] = pos + _clip_norm(end - pos, self.push_step)
             mujoco.mj_step(env.model, scratch, nstep=env.frame_skip)
-        scratch.ctrl[:] = scratch.qpos[[env._agent_x, env._agent_y]]
+        scratch.ctrl[:] = scratch.qpos[env.agent_qpos_index]
         mujoco.mj_step(env.model, scratch, nstep=2 * env.frame_skip)  # let the T come to rest
-        adr = env._tee_adr
+        adr = env.tee_qpos_index
         return scratch.qpos[adr[:2]].copy(), float(scratch.qpos[adr[2]])
 
     def _plan(self, pusher: np.ndarray) -> None:

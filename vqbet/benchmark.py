@@ -1,0 +1,96 @@
+"""Measurement helpers shared by scripts/bench_policy.py and scripts/check_cuda.py: the benchmarked
+policy configs on random data of the right shapes, training samples/s and acting latency."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from vqbet.policies import VQBeTConfig, VQBeTPolicy
+from vqbet.tokenizer import ActionTokenizer
+from vqbet.train import decay_groups
+
+OBS_DIM, ACTION_DIM = 6, 2
+
+CONFIGS = {
+    "default (4x4x128, To 5, Ta 5)": dict(
+        policy=dict(obs_window=5, action_chunk=5),
+        tokenizer=dict(chunk_size=5, num_layers=2, codebook_size=16),
+    ),
+    "VQ-BeT Kitchen (6x6x120, To 10, Ta 1)": dict(
+        policy=dict(
+            obs_window=10, action_chunk=1, n_layer=6, n_head=6, n_embd=120, head_hidden=1024, dropout=0.1
+        ),
+        tokenizer=dict(chunk_size=1, num_layers=2, codebook_size=16),
+    ),
+}
+
+
+def make_policy(name: str) -> VQBeTPolicy:
+    spec = CONFIGS[name]
+    tokenizer = ActionTokenizer(action_dim=ACTION_DIM, **spec["tokenizer"])
+    tokenizer.normalizer.fit(torch.randn(1000, ACTION_DIM))
+    policy = VQBeTPolicy(VQBeTConfig(obs_dim=OBS_DIM, action_dim=ACTION_DIM, **spec["policy"]), tokenizer)
+    policy.obs_normalizer.fit(torch.randn(1000, OBS_DIM))
+    policy.freeze_statistics()
+    return policy
+
+
+def random_batch(policy: VQBeTPolicy, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    c = policy.config
+    return {
+        "obs": torch.randn(batch, c.obs_window, c.obs_dim, device=device),
+        "action": torch.randn(batch, c.obs_window, c.action_chunk, c.action_dim, device=device),
+    }
+
+
+def train_samples_per_s(
+    policy: VQBeTPolicy, batch: int, steps: int, device: torch.device, amp: bool = False
+) -> float:
+    """Forward + backward + AdamW step on a fixed batch; samples (windows) per second."""
+    policy.to(device).train()
+    data = random_batch(policy, batch, device)
+    optimizer = torch.optim.AdamW(decay_groups(policy, 0.01), lr=1e-4)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
+    def step() -> None:
+        with autocast:
+            loss, _ = policy(data)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def act_latency_ms(policy: VQBeTPolicy, batch: int, calls: int, device: torch.device) -> tuple[float, float]:
+    """Median ms of select_action: (ensemble mode = a model call every step, queue mode average)."""
+    policy.to(device).eval()
+    obs = np.random.default_rng(0).normal(size=(batch, OBS_DIM)).astype(np.float32)
+    out = []
+    for mode in ("ensemble", "queue"):
+        policy.config.execution = mode
+        policy.reset()
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            action = policy.select_action(obs)
+            if device.type == "cuda":
+                action.cpu()
+            times.append(time.perf_counter() - start)
+        out.append(1000 * statistics.median(times[10:]) if mode == "ensemble" else 1000 * np.mean(times[10:]))
+    policy.config.execution = "queue"
+    return out[0], out[1]

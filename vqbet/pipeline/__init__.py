@@ -1,0 +1,25 @@
+"""The package's top layer: what the scripts run, as functions on plain (resolved) config dicts.
+The only part of vqbet that imports `envs`, and only inside functions, so `import vqbet` works
+without MuJoCo.
+
+    collect(env_id, episodes, out, ...)       demonstrations from a task's scripted expert
+    build_policy(cfg) / fit_phase_one(...)    the policy a config names, and its phase 1
+    train(cfg)                                the main job: data, both phases, evaluation, report
+    evaluate_checkpoint(cfg)                  scripts/eval.py
+    evaluate_and_report(policy, env_id, ...)  rollouts + results.json, report.md, plots, video
+"""
+
+from vqbet.pipeline.collect import collect
+from vqbet.pipeline.evaluation import EVAL_SEED, env_factory, evaluate_and_report, evaluate_checkpoint
+from vqbet.pipeline.training import build_policy, fit_phase_one, train
+
+__all__ = [
+    "EVAL_SEED",
+    "build_policy",
+    "collect",
+    "env_factory",
+    "evaluate_and_report",
+    "evaluate_checkpoint",
+    "fit_phase_one",
+    "train",
+]

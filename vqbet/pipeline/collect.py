@@ -1,0 +1,130 @@
+"""Collect expert demonstrations into a vqbet HDF5 dataset: the expert of a task (from `envs`) runs
+on seeded episodes in parallel processes; the file is written atomically with its metadata."""
+
+from __future__ import annotations
+
+import collections
+import importlib.metadata
+import math
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from vqbet.data import EpisodeData, write_hdf5
+from vqbet.metrics import order_entropy
+from vqbet.progress import Progress
+
+_ENV: Any = None  # one env per worker process, reused across its episodes
+
+
+def _worker_episode(job: tuple[str, int, bool, float, int]) -> dict:
+    global _ENV
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the tasks in this process)
+    from envs.rollout import expert_episode
+
+    env_id, seed, images, perturb, perturb_hold = job
+    if _ENV is None or _ENV.spec.id != env_id:
+        _ENV = gym.make(env_id, render_mode="rgb_array" if images else None)
+    episode = expert_episode(_ENV, seed, images=images, perturb=perturb, perturb_hold=perturb_hold)
+    episode.pop("info")
+    return episode
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape the demonstrations, for the dataset's metadata."""
+    found = {}
+    for name in ("vqbet", "mujoco", "gymnasium", "numpy", "h5py"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def collect(
+    env_id: str,
+    episodes: int,
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    workers: int = 2,
+    keep_failures: bool = False,
+    images: bool = False,
+    perturb: float = 0.0,
+    perturb_hold: int = 1,
+    progress: bool = True,
+) -> Path:
+    """Run the expert on seeds seed..seed+episodes-1 in `workers` processes and write the dataset
+    atomically to `out` with its metadata. Returns the file's path. `perturb`/`perturb_hold`:
+    DART-style noise on the executed actions (see envs.rollout.expert_episode)."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+    from envs.rollout import check_perturbation
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    check_perturbation(perturb, perturb_hold)  # before any worker starts
+    jobs = [(env_id, seed + i, images, perturb, perturb_hold) for i in range(episodes)]
+    probe = gym.make(env_id)
+    num_modes = int(getattr(probe.unwrapped, "num_modes", 1))
+    probe.close()
+    started = time.perf_counter()
+    results = []
+    bar = Progress(f"collect {env_id}", episodes, enabled=progress, unit="episode")
+    every = max(1, episodes // 10)
+
+    def received(episode: dict) -> None:
+        results.append(episode)
+        bar.update()
+        if len(results) % every == 0 or len(results) == episodes:
+            wins = sum(r["success"] for r in results)
+            bar.log(len(results), {"expert success": f"{wins}/{len(results)}"})
+
+    if workers > 1:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for episode in pool.imap(_worker_episode, jobs, chunksize=max(1, episodes // (8 * workers))):
+                received(episode)
+    else:
+        for job in jobs:
+            received(_worker_episode(job))
+    bar.close()
+    seconds = time.perf_counter() - started
+    kept_index = [i for i, r in enumerate(results) if keep_failures or r["success"]]
+    kept = [results[i] for i in kept_index]
+    if not kept:
+        raise RuntimeError(f"{env_id}: the expert succeeded in none of {episodes} episodes")
+    successes = [r for r in results if r["success"]]
+    orders = [r["order"] for r in successes]
+    histogram = collections.Counter(str(list(o)) for o in orders)
+    attrs = {
+        "task_id": env_id,
+        "expert": f"envs.experts ({env_id})",
+        "seeds": [seed, seed + episodes - 1],
+        "kept_seeds": [seed + i for i in kept_index],
+        "versions": versions(),
+        "expert_success_rate": len(successes) / episodes,
+        "episodes_attempted": episodes,
+        "episodes_kept": len(kept),
+        "mode_histogram": dict(histogram),
+        "order_entropy": order_entropy(orders) if orders else 0.0,
+        "max_order_entropy": math.log(num_modes),
+        "collection_seconds": seconds,
+        "images": images,
+        "perturb": perturb,
+        "perturb_hold": perturb_hold,
+    }
+    data = EpisodeData.from_episodes(
+        [{k: r[k] for k in ("obs", "action", "image") if k in r} for r in kept], attrs=attrs
+    )
+    path = write_hdf5(out, data)
+    print(
+        f"{env_id}: expert success {len(successes)}/{episodes}, kept {len(kept)} episodes "
+        f"({data.num_steps} steps), {len(histogram)} orders, entropy {attrs['order_entropy']:.3f} "
+        f"(uniform over {num_modes} modes: {math.log(num_modes):.3f}), {seconds:.1f} s -> {path}"
+    )
+    return path

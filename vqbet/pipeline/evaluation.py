@@ -1,0 +1,146 @@
+"""Evaluate a policy on its task and write the run's report: seeded vectorised rollouts,
+results.json, report.md, the completion-order histogram and a tiled video."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vqbet.data import read_hdf5
+from vqbet.evaluate import evaluate
+from vqbet.policies import Policy, load_policy
+from vqbet.report import plot_orders, record_video, write_report
+from vqbet.train_policy import compile_network, resolve_device
+
+EVAL_SEED = 1_000_000
+"""First evaluation seed: disjoint from the demonstration seeds 0..episodes-1."""
+DEMONSTRATION_KEYS = ("expert_success_rate", "order_entropy", "mode_histogram", "perturb")
+"""Dataset metadata a checkpoint keeps, so that a run copied without its dataset still reports
+the expert reference."""
+
+
+def _make_env(env_id: str, **kwargs: Any) -> Any:
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the tasks)
+
+    return gym.make(env_id, disable_env_checker=True, **kwargs)
+
+
+def env_factory(env_id: str) -> functools.partial:
+    """`make_env(**kwargs) -> gym.Env` for a registered task (picklable, for AsyncVectorEnv)."""
+    return functools.partial(_make_env, env_id)
+
+
+def dataset_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """The demonstrations' metadata (expert success, mode histogram, ...) when the file exists."""
+    return dict(read_hdf5(path).attrs) if Path(path).is_file() else {}
+
+
+def evaluate_and_report(
+    policy: Policy,
+    env_id: str,
+    eval_cfg: dict[str, Any],
+    out_dir: Path,
+    extra: dict[str, Any],
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Evaluate `policy` on `env_id` (eval_cfg: episodes, num_envs, video_episodes, first_seed)
+    and write results.json, report.md, orders.png and rollouts.mp4 into `out_dir`. The expert
+    reference comes from the policy's recorded demonstrations metadata. Returns the results; with
+    `started` (a perf_counter time) they hold the seconds since then as total_seconds."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    make_env = env_factory(env_id)
+    attrs = policy.metadata.get("demonstrations", {})
+    first_seed = int(eval_cfg.get("first_seed", EVAL_SEED))
+    result = evaluate(
+        policy, make_env, int(eval_cfg["episodes"]), first_seed, num_envs=int(eval_cfg["num_envs"])
+    )
+    summary = result["summary"]
+    results = {
+        "policy": policy.name,
+        "env_id": env_id,
+        "eval_seed": first_seed,
+        "summary": summary,
+        "episodes": result["episodes"],
+        "expert_success_rate": attrs.get("expert_success_rate"),
+        "expert_order_entropy": attrs.get("order_entropy"),
+        "demonstrations_perturb": attrs.get("perturb", 0.0),
+        **extra,
+    }
+    orders = [e["order"] for e in result["episodes"] if e["success"] and "order" in e]
+    if "mode_histogram" in attrs:
+        plot_orders(orders, attrs["mode_histogram"], out_dir / "orders.png", f"{policy.name}: orders")
+    if int(eval_cfg["video_episodes"]) > 0:
+        record_video(policy, make_env, int(eval_cfg["video_episodes"]), first_seed, out_dir / "rollouts.mp4")
+    if started is not None:
+        results["total_seconds"] = time.perf_counter() - started
+    report = write_report(out_dir, results)
+    low, high = summary["success_ci95"]
+    print(
+        f"{policy.name} on {env_id}: success {summary['success_rate']:.2f} ({low:.2f}-{high:.2f}), "
+        f"order entropy {summary.get('order_entropy', 0.0):.3f}"
+    )
+    print(f"report: {report}")
+    return results
+
+
+def _trained_task(policy: Policy, checkpoint: Path) -> tuple[dict[str, Any] | None, str]:
+    """The task a checkpoint was trained on: recorded in it, or (older checkpoints) in its run
+    folder's config.yaml."""
+    if "task" in policy.metadata:
+        return policy.metadata["task"], str(checkpoint / "config.json")
+    run_config = checkpoint.parent.parent / "config.yaml"
+    if run_config.is_file():
+        import yaml
+
+        return yaml.safe_load(run_config.read_text())["task"], str(run_config)
+    return None, ""
+
+
+def evaluate_checkpoint(cfg: dict[str, Any], task_given: bool = False) -> dict[str, Any]:
+    """scripts/eval.py: evaluate cfg["checkpoint"] on the task it was trained on. `task_given`:
+    the user named a task, which must be that one (a MultiReach and a PushT policy have the same
+    input and output sizes, so nothing else would catch it). cfg["act"] overrides acting options."""
+    if cfg.get("checkpoint") is None:
+        raise ValueError("pass checkpoint=<run folder>/checkpoints/best (a policy checkpoint folder)")
+    checkpoint = Path(cfg["checkpoint"])
+    if not (checkpoint / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint}: not a policy checkpoint folder (no config.json)")
+    device = resolve_device(str(cfg["device"]))
+    policy = load_policy(checkpoint).to(device).eval()
+    task, source = _trained_task(policy, checkpoint)
+    if task is None:
+        task = cfg["task"]
+    elif task_given and task["env_id"] != cfg["task"]["env_id"]:
+        raise ValueError(
+            f"{checkpoint} was trained on {task['env_id']} ({source}), not {cfg['task']['env_id']}"
+        )
+    for name in ("obs_dim", "action_dim"):
+        if getattr(policy.config, name) != task[name]:
+            raise ValueError(
+                f"{checkpoint}: {name}={getattr(policy.config, name)}, task {task['env_id']} has {task[name]}"
+            )
+    if "demonstrations" not in policy.metadata:  # older checkpoints: the dataset, if it is here
+        policy.metadata["demonstrations"] = dataset_attrs(task["dataset"])
+    overrides = {k: v for k, v in cfg["act"].items() if v is not None}
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(policy.config)})
+    if unknown:
+        raise ValueError(f"act.{unknown[0]}: {type(policy).__name__} has no such option")
+    policy.config = dataclasses.replace(policy.config, **overrides)  # validated like any config
+    if cfg.get("compile"):
+        compile_network(policy)
+    out_dir = Path(cfg["out"]) if cfg.get("out") else checkpoint.parent.parent / "eval" / checkpoint.name
+    torch.manual_seed(int(cfg["seed"]))
+    print(f"evaluating {checkpoint} on {task['env_id']}, {cfg['eval']['episodes']} episodes -> {out_dir}")
+    started = time.perf_counter()
+    extra = {"checkpoint": str(checkpoint), "device": str(device), "seed": int(cfg["seed"]), "act": overrides}
+    results = evaluate_and_report(policy, task["env_id"], cfg["eval"], out_dir, extra)
+    print(f"{time.perf_counter() - started:.0f} s")
+    return results

@@ -1,0 +1,265 @@
+"""The interface every policy family implements, the config fields they share, and checkpoints.
+
+A family subclasses `PolicyConfig` and `Policy`, registers itself (`@register_policy("name")`) and
+writes four things: `network` (the module compile acts on), `fit_statistics` (phase 1, on top of
+the observation normaliser fitted here), `forward(batch) -> (loss, metrics)` and
+`_predict_chunk(obs (B, T, D)) -> (B, Ta, A)`. Acting (`select_action`/`reset`), input checks and
+`save_pretrained`/`from_pretrained` are the same for every family and live here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vqbet.acting import ChunkActing, check_relative_to, to_relative
+from vqbet.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_state_strict,
+    read_json,
+    read_tensors,
+    write_folder,
+)
+from vqbet.config import check_literals, config_from_dict
+from vqbet.data import TrajectoryWindows
+from vqbet.normalize import Normalizer
+from vqbet.policies.registry import policy_class
+
+MODEL_TYPE = "vqbet.policy"
+FORMAT_VERSION = 2
+LEGACY_MODEL_TYPES = {"vqbet.VQBeTPolicy": "vqbet", "vqbet.MLPPolicy": "mlp"}  # format 1
+
+
+@dataclass
+class PolicyConfig:
+    """The fields every policy family has; saved in config.json."""
+
+    obs_dim: int = 2
+    """D: size of one observation."""
+    action_dim: int = 2
+    """A: size of one action."""
+    obs_window: int = 5
+    """To: observations the policy sees (the current one and To-1 before it)."""
+    action_chunk: int = 5
+    """Ta: actions predicted per step."""
+    execution: Literal["queue", "ensemble"] = "queue"
+    """"queue": predict a chunk and play it out open loop; "ensemble": predict every step and average
+    the overlapping chunk predictions."""
+    ensemble_decay: float = 0.0
+    """Ensemble weights exp(-decay * k) for the prediction made k steps ago (0 = plain mean)."""
+    obs_normalization: Literal["meanstd", "minmax"] = "meanstd"
+    """How observations are normalised."""
+    action_relative_to: list[int] = field(default_factory=list)
+    """Empty: absolute actions. Else, for each action dim, the observation index it is relative
+    to: chunks are learnt and predicted minus those features of the step they start at."""
+
+    def __post_init__(self) -> None:
+        check_literals(self)
+        self.check_positive("obs_dim", "action_dim", "obs_window", "action_chunk")
+        if self.ensemble_decay < 0:
+            raise ValueError(f"{type(self).__name__}: ensemble_decay must be >= 0, got {self.ensemble_decay}")
+        self.action_relative_to = check_relative_to(
+            self.action_relative_to, self.obs_dim, self.action_dim, type(self).__name__
+        )
+
+    def check_positive(self, *names: str) -> None:
+        """Raise ValueError naming the first of `names` that is not an integer >= 1."""
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{type(self).__name__}: {name} must be an integer >= 1, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> PolicyConfig:
+        """Build from a dict, naming unknown keys instead of failing with a TypeError."""
+        return config_from_dict(cls, data, source)
+
+
+def masked_mean(error: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of error (N, Ta, X) over the steps where mask (N, Ta) is True. Divided by the full count,
+    not the mask's: equal-sized DDP shards then average to exactly the single-process loss."""
+    if mask is None:
+        return error.mean()
+    return (error * mask[..., None].to(error.dtype)).sum() / error.numel()
+
+
+class Policy(ChunkActing, nn.Module):
+    """Base of every policy family. `loss, metrics = policy(batch)` with batch {"obs": (B, To, D),
+    "action": (B, To, Ta, A), optional "action_mask": (B, To, Ta), "goal": (B, G)}; acting:
+    `reset()`, `select_action(obs (B, D)) -> (B, A)`; `predict_action_chunk(obs (B, T, D))`."""
+
+    name: ClassVar[str] = ""
+    """Registry key (set by @register_policy)."""
+    config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config)}")
+        self.config = config
+        self.obs_normalizer = Normalizer(config.obs_dim, mode=config.obs_normalization)
+        self.metadata: dict[str, Any] = {}
+        """Free JSON metadata saved with the checkpoint (the pipeline records the task here)."""
+        self.reset()
+
+    @classmethod
+    def build(cls, policy: dict[str, Any], tokenizer: dict[str, Any] | None = None) -> Policy:
+        """A fresh, unfitted policy from plain dicts (what a hydra config holds): `policy` holds
+        the config fields; `tokenizer` the tokenizer's, for families that learn one."""
+        return cls(cls.config_class.from_dict(policy, f"policy config ({cls.name})"))
+
+    @property
+    def network(self) -> nn.Module:
+        """The arithmetic-heavy module (transformer, MLP) that `torch.compile` acts on."""
+        raise NotImplementedError
+
+    # -- phase 1 ---------------------------------------------------------------------------
+    def fit_statistics(
+        self,
+        windows: TrajectoryWindows,
+        *,
+        seed: int = 0,
+        tokenizer_fit: Any = None,
+        log_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> dict[str, Any]:
+        """Phase 1: fit what the policy learns before its own training (here the observation
+        normaliser; families add tokenizers, bins, action normalisers). Returns a summary (for a
+        learnt tokenizer: `history`, `reconstruction_loss`, `used_fraction/<layer>`)."""
+        self.obs_normalizer.fit(torch.from_numpy(np.asarray(windows.data.obs[windows.steps()])))
+        return {}
+
+    def chunks_in_frame(self, windows: TrajectoryWindows) -> Tensor:
+        """(M, Ta, A) the action chunk at every step of `windows`, in the policy's action frame."""
+        chunks, obs = windows.action_chunks(), windows.anchor_obs()
+        relative = to_relative(chunks, obs, self.config.action_relative_to)
+        return torch.from_numpy(np.ascontiguousarray(relative, dtype=np.float32))
+
+    def freeze_statistics(self) -> None:
+        """End of phase 1: what `fit_statistics` learnt stops changing (phase 2 calls this)."""
+
+    # -- training --------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def check_obs(self, obs: Tensor) -> None:
+        c = self.config
+        if obs.ndim != 3 or obs.shape[-1] != c.obs_dim or not 1 <= obs.shape[1] <= c.obs_window:
+            raise ValueError(
+                f"obs must have shape (B, T <= {c.obs_window}, {c.obs_dim}), got {tuple(obs.shape)}"
+            )
+
+    def check_batch(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(obs (B, T, D), action (B, T, Ta, A)) of a training batch, or a ValueError naming what
+        is wrong."""
+        if "obs" not in batch or "action" not in batch:
+            raise ValueError(f"a batch needs 'obs' and 'action', got keys {sorted(batch)}")
+        c = self.config
+        obs, action = batch["obs"], batch["action"]
+        self.check_obs(obs)
+        b, t = obs.shape[:2]
+        if tuple(action.shape) != (b, t, c.action_chunk, c.action_dim):
+            raise ValueError(
+                f"action must have shape (B, T, {c.action_chunk}, {c.action_dim}) matching obs "
+                f"{tuple(obs.shape)}, got {tuple(action.shape)}"
+            )
+        return obs, action
+
+    # -- acting ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_action_chunk(
+        self, obs_window: Tensor | np.ndarray, goal: Tensor | np.ndarray | None = None
+    ) -> Tensor:
+        """obs_window (B, T <= To, D) raw -> action chunk (B, Ta, A) raw (absolute), for the last
+        step. Numpy or torch input, on any device."""
+        device = next(self.parameters()).device
+        obs = torch.as_tensor(obs_window, dtype=torch.float32, device=device)
+        self.check_obs(obs)
+        if goal is not None:
+            goal = torch.as_tensor(goal, dtype=torch.float32, device=device)
+        return self._predict_chunk(obs, goal)
+
+    def _predict_chunk(self, obs: Tensor, goal: Tensor | None) -> Tensor:
+        """obs (B, T, D) float tensor on the policy's device -> (B, Ta, A) raw."""
+        raise NotImplementedError
+
+    # -- persistence -----------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        """What config.json holds: family, config, metadata (+ a family's extra entries)."""
+        return {
+            "model_type": MODEL_TYPE,
+            "format_version": FORMAT_VERSION,
+            "family": self.name,
+            "policy": dataclasses.asdict(self.config),
+            "metadata": self.metadata,
+        }
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Folder with config.json and model.safetensors (all weights, tokenizer and normalisers
+        included), written atomically."""
+        return write_folder(
+            path, json_files={CONFIG_FILE: self.meta()}, tensor_files={WEIGHTS_FILE: self.state_dict()}
+        )
+
+    @classmethod
+    def _from_meta(cls, config: PolicyConfig, meta: dict[str, Any], source: str) -> Policy:
+        """An unfitted policy of this family shaped like the checkpoint `meta` describes."""
+        return cls(config)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, map_location: str | torch.device = "cpu", **expect: Any
+    ) -> Policy:
+        """Load a checkpoint folder (JSON + safetensors only: nothing in it is executed). Called on
+        `Policy` it loads any family; on a family, only that family. `expect` (e.g. obs_dim=6)
+        turns a config mismatch into a clear error."""
+        meta = read_json(path)
+        source = str(Path(path) / CONFIG_FILE)
+        family = _family(meta, source)
+        klass = policy_class(family)
+        if not issubclass(klass, cls):
+            raise ValueError(f"{source}: a {family!r} checkpoint, not a {cls.__name__}")
+        config = klass.config_class.from_dict(meta["policy"], source)
+        for name, want in expect.items():
+            if want is not None and getattr(config, name) != want:
+                raise ValueError(
+                    f"{source}: checkpoint has {name}={getattr(config, name)}, but {name}={want} is expected"
+                )
+        policy = klass._from_meta(config, meta, source)
+        load_state_strict(policy, read_tensors(path), str(Path(path) / WEIGHTS_FILE))
+        policy.metadata = dict(meta.get("metadata") or {})
+        return policy.to(map_location).eval()
+
+
+def _family(meta: dict[str, Any], source: str) -> str:
+    """The family a checkpoint's config.json names (format 2, or format 1 by its model_type)."""
+    model_type, version = meta.get("model_type"), meta.get("format_version")
+    if model_type in LEGACY_MODEL_TYPES and version == 1:
+        family = LEGACY_MODEL_TYPES[model_type]
+        if family == "vqbet" and meta.get("tokenizer_type") == "kmeans":
+            family = "bet"
+            meta["policy"] = {**meta["policy"], "num_bins": meta["tokenizer"]["num_bins"]}
+        return family
+    if model_type != MODEL_TYPE or version != FORMAT_VERSION:
+        raise ValueError(
+            f"{source}: not a vqbet policy checkpoint of format {FORMAT_VERSION} "
+            f"(model_type={model_type!r}, format_version={version!r})"
+        )
+    if not isinstance(meta.get("policy"), dict):
+        raise ValueError(f"{source}: key 'policy' is missing or not an object")
+    return str(meta.get("family"))
+
+
+def load_policy(path: str | os.PathLike, map_location: str | torch.device = "cpu", **expect: Any) -> Policy:
+    """Load any policy checkpoint folder (VQ-BeT, BeT, MLP or a registered family) by its
+    config.json's family. `expect` (obs_dim=..., action_dim=...) turns a mismatch into a clear
+    error."""
+    return Policy.from_pretrained(path, map_location, **expect)

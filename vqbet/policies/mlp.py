@@ -1,0 +1,85 @@
+"""MLP behaviour cloning: MSE regression of the action chunk from the flattened observation window.
+Unimodal: where the demonstrations hold several modes it predicts their average (the baseline that
+shows why VQ-BeT exists)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vqbet.acting import to_absolute, to_relative
+from vqbet.data import TrajectoryWindows
+from vqbet.normalize import Normalizer
+from vqbet.policies.base import Policy, PolicyConfig, masked_mean
+from vqbet.policies.registry import register_policy
+from vqbet.tokenizer import mlp
+
+
+@dataclass
+class MLPConfig(PolicyConfig):
+    """Everything that defines an MLPPolicy; saved in config.json."""
+
+    hidden: int = 256
+    """Width of the hidden layers."""
+    depth: int = 3
+    """Hidden layers."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_positive("hidden")
+
+
+@register_policy("mlp")
+class MLPPolicy(Policy):
+    """obs window (B, To, D) -> action chunk (B, Ta, A), trained with MSE on normalised actions."""
+
+    config_class = MLPConfig
+    config: MLPConfig
+
+    def __init__(self, config: MLPConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.action_normalizer = Normalizer(c.action_dim)
+        self.net = mlp(c.obs_window * c.obs_dim, c.hidden, c.action_chunk * c.action_dim, c.depth)
+
+    @property
+    def network(self) -> nn.Module:
+        return self.net
+
+    def fit_statistics(
+        self,
+        windows: TrajectoryWindows,
+        *,
+        seed: int = 0,
+        tokenizer_fit: Any = None,
+        log_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> dict[str, Any]:
+        """Observation normaliser, and the action normaliser on every chunk (in the policy's frame)."""
+        super().fit_statistics(windows)
+        self.action_normalizer.fit(self.chunks_in_frame(windows).reshape(-1, self.config.action_dim))
+        return {}
+
+    def _normalised_chunk(self, obs: Tensor) -> Tensor:
+        c = self.config
+        if obs.shape[1] < c.obs_window:  # pad the start like the acting history does
+            obs = torch.cat([obs[:, :1].expand(-1, c.obs_window - obs.shape[1], -1), obs], dim=1)
+        x = self.obs_normalizer.normalize(obs).reshape(obs.shape[0], -1)
+        return self.net(x).view(-1, c.action_chunk, c.action_dim)
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """MSE between the predicted and demonstrated chunk of the window's last step."""
+        obs, action = self.check_batch(batch)
+        relative = to_relative(action[:, -1], obs[:, -1], self.config.action_relative_to)
+        error = (self._normalised_chunk(obs) - self.action_normalizer.normalize(relative)).square()
+        mask = batch.get("action_mask")
+        loss = masked_mean(error, None if mask is None else mask[:, -1])
+        return loss, {"loss": loss.item(), "mse": loss.item()}
+
+    def _predict_chunk(self, obs: Tensor, goal: Tensor | None) -> Tensor:
+        chunk = self.action_normalizer.unnormalize(self._normalised_chunk(obs))
+        return to_absolute(chunk, obs[:, -1], self.config.action_relative_to)

@@ -1,0 +1,159 @@
+"""Aggregate finished runs into README's results table: one row per (task, method) over its seeds
+(`python scripts/results_table.py runs/*/* [--eval t0.6] [--per-seed]` runs `main`).
+
+Each argument is a run folder (written by scripts/train.py). Its results come from
+`<run>/eval/<name>/results.json` when `--eval name` is given and that file exists (a re-evaluation
+by scripts/eval.py, e.g. at another acting temperature), else from `<run>/results.json`; folders
+without results are listed as skipped. Runs group by task and by folder name without its
+`-seed<N>` suffix (`vqbet-seed0`, `vqbet-seed1` -> `vqbet`). A row reports the mean success over
+seeds, each seed's success, a Wilson 95% interval over all the group's episodes, the mean order
+entropy (and its fraction of the expert's), the task's progress metrics and the mean training
+wall time. Each task starts with the expert's row: the success and order entropy of the
+demonstrations the runs were trained on (recorded in every results.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from vqbet.metrics import wilson_interval
+
+# Summary keys that are not task progress metrics.
+_NOT_METRICS = {"mean_length", "mean_success", "mean_unstable"}
+_SEED = re.compile(r"-seed(\d+)$")
+
+
+def load_run(run: Path, eval_name: str | None) -> dict[str, Any] | None:
+    """The results of one run folder, with `train_seconds` from its training results and
+    `source` (the results.json read). None when the run has not finished."""
+    trained = run / "results.json"
+    source = run / "eval" / eval_name / "results.json" if eval_name else trained
+    if not source.exists():
+        source = trained
+    if not source.exists():
+        return None
+    try:
+        results = json.loads(source.read_text())
+        if source != trained and trained.exists():
+            results["train_seconds"] = json.loads(trained.read_text()).get("train_seconds")
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"{source}: not valid JSON ({err})") from None
+    if "summary" not in results:
+        raise SystemExit(f"{source}: no 'summary' key: not a vqbet results.json")
+    results["source"] = str(source)
+    return results
+
+
+def group_runs(
+    runs: list[Path], eval_name: str | None
+) -> tuple[dict[tuple[str, str], list[dict]], list[Path]]:
+    """{(task, method): [results per seed, by seed]} and the folders skipped."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    skipped = []
+    for run in runs:
+        results = load_run(run, eval_name)
+        if results is None:
+            skipped.append(run)
+            continue
+        match = _SEED.search(run.name)
+        results["seed_label"] = match.group(1) if match else run.name
+        task = results["env_id"].split("/")[-1].removesuffix("-v0")
+        groups[(task, _SEED.sub("", run.name))].append(results)
+    for members in groups.values():
+        members.sort(key=lambda r: r["seed_label"])
+    return dict(groups), skipped
+
+
+def summarize_group(members: list[dict]) -> dict[str, Any]:
+    """Mean over seeds of success, entropy, metrics and training time; pooled interval."""
+    n = len(members)
+    successes = sum(round(m["summary"]["success_rate"] * m["summary"]["episodes"]) for m in members)
+    episodes = sum(m["summary"]["episodes"] for m in members)
+    metrics = sorted(
+        {k for m in members for k in m["summary"] if k.startswith("mean_") and k not in _NOT_METRICS}
+    )
+    times = [m["train_seconds"] for m in members if m.get("train_seconds") is not None]
+    return {
+        "seeds": n,
+        "success": sum(m["summary"]["success_rate"] for m in members) / n,
+        "per_seed": [m["summary"]["success_rate"] for m in members],
+        "ci": wilson_interval(successes, episodes),
+        "episodes": episodes,
+        # No successful episode, no completion order: the summary then has no entropy (0 here).
+        "entropy": sum(m["summary"].get("order_entropy", 0.0) for m in members) / n,
+        "expert_entropy": members[0].get("expert_order_entropy"),
+        "expert_success": members[0].get("expert_success_rate"),
+        "metrics": {k[5:]: sum(m["summary"].get(k, 0.0) for m in members) / n for k in metrics},
+        "train_seconds": sum(times) / len(times) if times else None,
+    }
+
+
+def format_row(task: str, label: str, members: list[dict]) -> str:
+    """One markdown row summarising `members` (the runs of one method, one per seed)."""
+    s = summarize_group(members)
+    fraction = f" ({s['entropy'] / s['expert_entropy']:.0%})" if s["expert_entropy"] else ""
+    metrics = ", ".join(f"{k} {v:.2f}" for k, v in s["metrics"].items())
+    seconds = f"{s['train_seconds']:.0f} s" if s["train_seconds"] is not None else "-"
+    return (
+        f"| {task} | {label} | {s['seeds']} x {s['episodes'] // s['seeds']} | {s['success']:.2f} "
+        f"({' / '.join(f'{x:.2f}' for x in s['per_seed'])}) | {s['ci'][0]:.2f}-{s['ci'][1]:.2f} | "
+        f"{s['entropy']:.3f}{fraction} | {metrics} | {seconds} |"
+    )
+
+
+def format_table(groups: dict[tuple[str, str], list[dict]], per_seed: bool) -> str:
+    """The markdown table: per task the expert's row, then one row per method (and per seed)."""
+    lines = [
+        "| task | method | seeds x episodes | success, mean (per seed) | 95% CI (pooled) | order entropy "
+        "(of expert's) | task metrics | train time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    experts_shown = set()
+
+    # Per task, runs on the same demonstrations sit together under their expert's row.
+    def order(item: tuple[tuple[str, str], list[dict]]) -> tuple:
+        (task, method), members = item
+        return task, members[0].get("expert_success_rate") or 0.0, method
+
+    for (task, method), members in sorted(groups.items(), key=order):
+        first = members[0]
+        success, entropy = first.get("expert_success_rate"), first.get("expert_order_entropy")
+        # The expert's numbers are those of the demonstrations the runs were trained on: one row
+        # per task and dataset (a DART-perturbed collection succeeds less often than the expert).
+        if success is not None and (task, success, entropy) not in experts_shown:
+            experts_shown.add((task, success, entropy))
+            label = "DART-perturbed " if any(m.get("demonstrations_perturb") for m in members) else ""
+            entropy_text = f"{entropy:.3f}" if entropy is not None else "-"
+            lines.append(
+                f"| {task} | expert ({label}training demonstrations) | - | {success:.3f} | - | "
+                f"{entropy_text} | - | - |"
+            )
+        lines.append(format_row(task, method, members))
+        if per_seed and len(members) > 1:
+            lines += [format_row(task, f"{method}, seed {m['seed_label']}", [m]) for m in members]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The command line of scripts/results_table.py."""
+    parser = argparse.ArgumentParser(
+        prog="results_table.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders")
+    parser.add_argument("--eval", dest="eval_name", default=None, help="prefer <run>/eval/NAME/results.json")
+    parser.add_argument("--per-seed", action="store_true", help="also list each seed's results file")
+    args = parser.parse_args(argv)
+    missing = [str(r) for r in args.runs if not r.is_dir()]
+    if missing:
+        raise SystemExit(f"not run folders: {', '.join(missing)}")
+    groups, skipped = group_runs(args.runs, args.eval_name)
+    if not groups:
+        raise SystemExit("none of the folders has a results.json")
+    print(format_table(groups, args.per_seed))
+    if skipped:
+        print("\nskipped (no results.json): " + ", ".join(str(r) for r in skipped))
