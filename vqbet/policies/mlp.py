@@ -4,7 +4,6 @@ shows why VQ-BeT exists)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,16 +49,9 @@ class MLPPolicy(Policy):
     def network(self) -> nn.Module:
         return self.net
 
-    def fit_statistics(
-        self,
-        windows: TrajectoryWindows,
-        *,
-        seed: int = 0,
-        tokenizer_fit: Any = None,
-        log_dir: str | os.PathLike | None = None,
-        progress: bool = True,
-    ) -> dict[str, Any]:
-        """Observation normaliser, and the action normaliser on every chunk (in the policy's frame)."""
+    def fit_statistics(self, windows: TrajectoryWindows, **options: Any) -> dict[str, Any]:
+        """Observation normaliser, and the action normaliser on every chunk (in the policy's frame);
+        no other option applies."""
         super().fit_statistics(windows)
         self.action_normalizer.fit(self.chunks_in_frame(windows).reshape(-1, self.config.action_dim))
         return {}
