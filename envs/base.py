@@ -25,8 +25,9 @@ class PlanarTaskEnv(MujocoEnv):
     """A MujocoEnv seen from above, with a position-controlled point agent on slide joints.
 
     Subclasses give the XML file, the observation size and the task logic (`_task_reset`,
-    `_task_step`, `_get_obs`). A step whose state is not finite ends the episode as a failure with
-    `info["unstable"] = True`, so an evaluation can go on.
+    `_task_step`, `_get_obs`). A step whose action or state is not finite ends the episode as a
+    failure with `info["unstable"] = True` (a NaN action never reaches MuJoCo), so an evaluation
+    can go on.
     """
 
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 20}  # noqa: RUF012
@@ -78,23 +79,32 @@ class PlanarTaskEnv(MujocoEnv):
     def _warnings(self) -> int:
         return sum(int(self.data.warning[w].number) for w in _INSTABILITY_WARNINGS)
 
+    def _finite_state(self) -> bool:
+        return bool(np.isfinite(self.data.qpos).all() and np.isfinite(self.data.qvel).all())
+
     def _unstable(self, warnings_before: int) -> bool:
         # MuJoCo resets the state itself on a bad acceleration and only counts a warning.
-        finite = np.isfinite(self.data.qpos).all() and np.isfinite(self.data.qvel).all()
-        return not finite or self._warnings() > warnings_before
+        return not self._finite_state() or self._warnings() > warnings_before
+
+    def _end_unstable(self) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """End the episode as a failure: `info["unstable"] = True`, a finite (reset) state."""
+        mujoco.mj_resetData(self.model, self.data)
+        info = self._task_info()
+        info.update(is_success=False, unstable=True)
+        return self._get_obs(), 0.0, True, False, info
 
     # -- gymnasium API ---------------------------------------------------------------------
     def step(self, action: np.ndarray):
         action = np.asarray(action, dtype=np.float64)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}")
+        if not (np.isfinite(action).all() and self._finite_state()):
+            # Never hand MuJoCo a NaN: it would print its own warning and reset the state itself.
+            return self._end_unstable()
         warnings_before = self._warnings()
         self.do_simulation(np.clip(action, -1.0, 1.0), self.frame_skip)
         if self._unstable(warnings_before):
-            mujoco.mj_resetData(self.model, self.data)
-            info = self._task_info()
-            info.update(is_success=False, unstable=True)
-            return self._get_obs(), 0.0, True, False, info
+            return self._end_unstable()
         reward, terminated = self._task_step()
         if self.render_mode == "human":
             self.render()

@@ -376,7 +376,7 @@ def test_chunks_are_normalised_once_and_made_raw_once():
         (lambda: PolicyTrainConfig(device="gpu"), "device must be auto, cpu, cuda or cuda:N"),
         (
             lambda: PolicyTrainConfig(steps=0, batch_size="x"),
-            "steps must be >= 1.*batch_size must be an integer",
+            "steps must be an integer >= 1, got 0; batch_size must be an integer >= 1, got .x.",
         ),
         (lambda: VQBeTConfig.from_dict({"n_layers": 2}), r"unknown VQBeTConfig keys \['n_layers'\]"),
     ],

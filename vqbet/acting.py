@@ -14,6 +14,7 @@ normalised error is a far smaller error in the world.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -84,9 +85,12 @@ class ChunkActing:
         obs = obs.to(device)
         if obs.ndim != 2 or obs.shape[1] != c.obs_dim:
             raise ValueError(f"select_action: obs must have shape (B, {c.obs_dim}), got {tuple(obs.shape)}")
+        b = obs.shape[0]
+        finite = torch.isfinite(obs).all(dim=1)
+        if not bool(finite.all()):
+            obs = self._hold_finite(obs, finite)
         if goal is not None:
             goal = torch.as_tensor(np.asarray(goal), dtype=torch.float32, device=device)
-        b = obs.shape[0]
         if self._history is None or self._history.shape[0] != b:
             self.reset()
             self._history = obs[:, None].repeat(1, c.obs_window, 1)  # pad the episode start
@@ -101,6 +105,33 @@ class ChunkActing:
         if c.execution == "queue":
             return self._from_queue(fresh, goal)
         return self._from_ensemble(fresh, goal)
+
+    def _hold_finite(self, obs: Tensor, finite: Tensor) -> Tensor:
+        """Non-finite observation rows: an error, or (config.nonfinite_obs == "hold") each such env's
+        last finite observation, with one warning per policy."""
+        bad = torch.nonzero(~finite).flatten().tolist()
+        fresh = self._fresh if self._fresh is not None else torch.ones_like(finite)
+        held = (
+            self._history is not None and self._history.shape[0] == obs.shape[0] and not fresh[~finite].any()
+        )
+        if self.config.nonfinite_obs != "hold" or not held:
+            why = (
+                "" if self.config.nonfinite_obs != "hold" else " at the start of an episode (nothing to hold)"
+            )
+            raise ValueError(
+                f"select_action: the observation of env(s) {bad} holds NaN or inf{why}; a policy acting "
+                "on it would act on garbage for the next steps. Set the policy's nonfinite_obs='hold' to "
+                "act on each env's last finite observation instead."
+            )
+        if not getattr(self, "_warned_nonfinite", False):
+            warnings.warn(
+                f"select_action: non-finite observation of env(s) {bad}: acting on the last finite one "
+                "(nonfinite_obs='hold'; warned once)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self._warned_nonfinite = True
+        return torch.where(finite[:, None], obs, self._history[:, -1])
 
     def _from_queue(self, fresh: Tensor, goal: Tensor | None) -> Tensor:
         c = self.config

@@ -1,8 +1,8 @@
 """Checkpoint folders: `config.json` + `model.safetensors` (+ more JSON/safetensors files).
 
-Writes go to a temporary sibling folder that is renamed into place, so a crash never leaves a
-half-written checkpoint under the final name. Reads never unpickle: a checkpoint from a stranger
-cannot run code.
+Writes go to a temporary sibling folder that replaces the old one atomically (vqbet.atomic), so a
+kill at any instant leaves the old or the new checkpoint under the final name, never a half-written
+one and never none. Reads never unpickle: a checkpoint from a stranger cannot run code.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from vqbet.atomic import clean_stale, replace_folder, temp_prefix
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -36,7 +38,8 @@ def write_folder(
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    clean_stale(final)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final), dir=final.parent))
     try:
         for name, payload in json_files.items():
             (tmp / name).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
@@ -44,13 +47,7 @@ def write_folder(
             plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
             save_file(plain, str(tmp / name))
         _fsync_folder(tmp)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_folder(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -49,25 +49,26 @@ def config_from_dict(cls: type, data: dict[str, Any], source: str) -> Any:
         raise ValueError(f"{source}: bad {cls.__name__}: {err}") from None
 
 
-def check_ranges(
-    config: Any,
-    *,
-    at_least_one: tuple[str, ...] = (),
-    non_negative: tuple[str, ...] = (),
-    positive: tuple[str, ...] = (),
-) -> None:
-    """Raise ValueError listing every named field of `config` that is not a number in its range:
-    integers >= 1, numbers >= 0, numbers > 0."""
+_RULES: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    "at_least_one": ((int,), lambda v: v >= 1, "an integer >= 1"),
+    "counts": ((int,), lambda v: v >= 0, "an integer >= 0"),
+    "non_negative": ((int, float), lambda v: v >= 0, "a number >= 0"),
+    "positive": ((int, float), lambda v: v > 0, "a number > 0"),
+    "flags": ((bool,), lambda v: True, "true or false"),
+}
+
+
+def check_ranges(config: Any, **groups: tuple[str, ...]) -> None:
+    """Raise ValueError listing every field of `config` outside its group's range. Groups:
+    `at_least_one` (integers >= 1), `counts` (integers >= 0), `non_negative` (numbers >= 0),
+    `positive` (numbers > 0), `flags` (bools)."""
     problems = []
-    for name in (*at_least_one, *non_negative, *positive):
-        value = getattr(config, name)
-        whole = name in at_least_one
-        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
-            problems.append(f"{name} must be {'an integer' if whole else 'a number'}, got {value!r}")
-        elif (
-            (whole and value < 1) or (name in non_negative and value < 0) or (name in positive and value <= 0)
-        ):
-            bound = ">= 1" if whole else (">= 0" if name in non_negative else "> 0")
-            problems.append(f"{name} must be {bound}, got {value!r}")
+    for group, names in groups.items():
+        types, ok, wanted = _RULES[group]
+        for name in names:
+            value = getattr(config, name)
+            right_type = isinstance(value, types) and (group == "flags" or not isinstance(value, bool))
+            if not right_type or not ok(value):
+                problems.append(f"{name} must be {wanted}, got {value!r}")
     if problems:
         raise ValueError(f"{type(config).__name__}: " + "; ".join(problems))

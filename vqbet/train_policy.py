@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from vqbet.atomic import clean_stale
 from vqbet.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_json, read_tensors, write_folder
 from vqbet.config import check_ranges
 from vqbet.policies.base import Policy
@@ -186,6 +187,22 @@ def save_checkpoint(
     )
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradients became non-finite; no update was applied at that step."""
+
+
+def _diverged(step: int, loss: float, norm: float, last: Path, config: PolicyTrainConfig) -> str:
+    saved = "none was saved yet"
+    if (last / STATE_JSON).is_file():
+        saved = f"{last} holds step {read_json(last, STATE_JSON).get('step')} and finite weights"
+    return (
+        f"training diverged at step {step}: loss {loss}, gradient norm {norm}. That step was not "
+        f"applied and nothing was saved from it; the last checkpoint: {saved} (resume=true continues "
+        f"from it). Lower train.lr (now {config.lr}) or clip gradients (train.grad_clip, now "
+        f"{config.grad_clip})."
+    )
+
+
 def _headline(metrics: dict[str, float]) -> dict[str, Any]:
     """The metrics a progress line shows: loss, lr, code accuracy per layer, samples/s."""
     shown: dict[str, Any] = {"loss": metrics["loss"], "lr": metrics["lr"]}
@@ -219,6 +236,11 @@ def train_policy(
     main_process = rank == 0
     run_dir = Path(run_dir)
     last, best = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
+    if main_process:  # a kill mid-swap or mid-write in an earlier run left these
+        for folder in (last, best):
+            clean_stale(folder)
+    if world > 1:
+        dist.barrier()
     policy.freeze_statistics()
     policy.to(device).train()
     if config.compile:
@@ -271,8 +293,13 @@ def train_policy(
             loss, metrics = model(_to(batch, device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+        # The norm of the (all-reduced) gradients is the same on every rank, so all ranks stop at
+        # the same step, before a non-finite update reaches the weights or any checkpoint.
+        norm = torch.nn.utils.clip_grad_norm_(
+            trainable, config.grad_clip if config.grad_clip > 0 else math.inf
+        )
+        if not math.isfinite(norm.item()) or (world == 1 and not math.isfinite(metrics["loss"])):
+            raise TrainingDiverged(_diverged(step, metrics["loss"], norm.item(), last, config))
         optimizer.step()
         if ema is not None:
             with torch.no_grad():

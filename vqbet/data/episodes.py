@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,18 @@ class EpisodeData:
     def episode_starts(self) -> np.ndarray:
         """(E,) first index of each episode."""
         return np.concatenate([[0], self.episode_ends[:-1]]).astype(np.int64)
+
+    def content_hash(self) -> str:
+        """sha256 of obs, action and episode_ends (as float32 / int64): the same demonstrations
+        give the same hash whatever file layout held them."""
+        digest = hashlib.sha256()
+        for array, dtype in (
+            (self.obs, np.float32),
+            (self.action, np.float32),
+            (self.episode_ends, np.int64),
+        ):
+            digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
+        return digest.hexdigest()
 
     def episode(self, index: int) -> dict[str, np.ndarray]:
         """The steps of one episode: {"obs": (T, D), "action": (T, A)}."""
@@ -94,3 +107,29 @@ def validate(data: EpisodeData) -> None:
         shape = tuple(data.image.shape)
         if len(shape) != 4 or shape[0] != n or shape[-1] != 3:
             raise ValueError(f"{src}: 'image' must be ({n}, H, W, 3), got {shape}")
+
+
+def check_outliers(data: EpisodeData, max_std: float) -> None:
+    """Raise ValueError naming the source, key, row, column and value of the worst entry of `obs`
+    or `action` that lies more than `max_std` standard deviations from its column's mean (0: no
+    check). Mean and deviation come from the central 99.8% of each column, so one absurd value
+    (a 1e30 from a unit bug or a sensor glitch) cannot hide itself by inflating them; a column
+    that is constant there (a rare event) uses its full statistics instead."""
+    if max_std <= 0:
+        return
+    for key in ("obs", "action"):
+        values = np.asarray(getattr(data, key), dtype=np.float64)
+        low, high = np.quantile(values, [0.001, 0.999], axis=0)
+        central = np.where((values >= low) & (values <= high), values, np.nan)
+        mean, std = np.nanmean(central, axis=0), np.nanstd(central, axis=0)
+        flat = std <= 1e-12
+        mean[flat], std[flat] = values[:, flat].mean(0), values[:, flat].std(0)
+        z = np.abs(values - mean) / np.where(std > 1e-12, std, np.inf)
+        row, col = np.unravel_index(int(np.argmax(z)), z.shape)
+        if z[row, col] > max_std:
+            raise ValueError(
+                f"{data.source}: '{key}' row {row}, column {col} holds {values[row, col]:.6g}, "
+                f"{z[row, col]:.3g} standard deviations from that column's mean {mean[col]:.4g} (std "
+                f"{std[col]:.4g}); an outlier like this ruins the normaliser. Fix or drop that episode, "
+                f"or raise data.outlier_std (now {max_std:g}; 0 turns the check off)."
+            )

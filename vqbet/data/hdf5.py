@@ -19,6 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from vqbet.atomic import clean_stale, temp_prefix
 from vqbet.data.episodes import EpisodeData
 
 REQUIRED = ("obs", "action", "episode_ends")
@@ -28,7 +29,8 @@ def write_hdf5(path: str | os.PathLike, data: EpisodeData) -> Path:
     """Write `data` to `path` atomically: a temporary file in the same folder, then a rename."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    clean_stale(final)
+    tmp = final.with_name(f"{temp_prefix(final)}write")
     try:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("obs", data=np.asarray(data.obs, dtype=np.float32))
@@ -57,6 +59,32 @@ def _attr(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _check_dataset(file: Path, key: str, item: Any) -> None:
+    """Before reading `key`: an array (not a group) whose declared size the file can hold."""
+    if not isinstance(item, h5py.Dataset):
+        raise ValueError(
+            f"{file}: '{key}' must be an array (an HDF5 dataset), got an HDF5 {type(item).__name__}"
+        )
+    kind = "i" if key == "episode_ends" else "f"
+    if item.dtype.kind not in (kind, "u" if kind == "i" else kind):
+        raise ValueError(
+            f"{file}: '{key}' must hold {'integers' if kind == 'i' else 'floats'}, got {item.dtype}"
+        )
+    stored = item.id.get_storage_size()
+    # Uncompressed data takes its full size on disk; fewer bytes mean a truncated or forged
+    # header (a 2 KB file can declare 400M rows: reading it would allocate gigabytes of fill).
+    if item.compression is None and stored < item.nbytes:
+        raise ValueError(
+            f"{file}: '{key}' declares shape {item.shape} ({item.nbytes:,} bytes) but the file stores "
+            f"{stored:,} bytes of it (truncated or corrupt)"
+        )
+    if item.compression is not None and item.nbytes > 1000 * max(stored, 1) + (1 << 20):
+        raise ValueError(
+            f"{file}: '{key}' declares {item.nbytes:,} bytes in {stored:,} compressed bytes: "
+            "not a plausible array"
+        )
+
+
 def read_hdf5(path: str | os.PathLike, load_images: bool = False) -> EpisodeData:
     """Read a dataset written by `write_hdf5`. Images stay on disk (an h5py dataset, read per
     index) unless `load_images`; the file then stays open for as long as the data lives."""
@@ -71,6 +99,8 @@ def read_hdf5(path: str | os.PathLike, load_images: bool = False) -> EpisodeData
         missing = [key for key in REQUIRED if key not in handle]
         if missing:
             raise ValueError(f"{file}: missing key(s) {missing}; a vqbet dataset holds {list(REQUIRED)}")
+        for key in REQUIRED:
+            _check_dataset(file, key, handle[key])
         try:
             obs = handle["obs"][()]
             action = handle["action"][()]

@@ -10,12 +10,15 @@ without MuJoCo.
 """
 
 from vqbet.pipeline.collect import collect
-from vqbet.pipeline.evaluation import EVAL_SEED, env_factory, evaluate_and_report, evaluate_checkpoint
+from vqbet.pipeline.config import EVAL_SEED, RunConfig, check_run_config
+from vqbet.pipeline.evaluation import env_factory, evaluate_and_report, evaluate_checkpoint
 from vqbet.pipeline.training import build_policy, fit_phase_one, train
 
 __all__ = [
     "EVAL_SEED",
+    "RunConfig",
     "build_policy",
+    "check_run_config",
     "collect",
     "env_factory",
     "evaluate_and_report",

@@ -12,14 +12,14 @@ from typing import Any
 
 import torch
 
+from vqbet.config import config_from_dict
 from vqbet.data import read_hdf5
 from vqbet.evaluate import evaluate
+from vqbet.pipeline.config import EvalConfig
 from vqbet.policies import Policy, load_policy
 from vqbet.report import plot_orders, record_video, write_report
 from vqbet.train_policy import compile_network, resolve_device
 
-EVAL_SEED = 1_000_000
-"""First evaluation seed: disjoint from the demonstration seeds 0..episodes-1."""
 DEMONSTRATION_KEYS = ("expert_success_rate", "order_entropy", "mode_histogram", "perturb")
 """Dataset metadata a checkpoint keeps, so that a run copied without its dataset still reports
 the expert reference."""
@@ -46,22 +46,20 @@ def dataset_attrs(path: str | os.PathLike) -> dict[str, Any]:
 def evaluate_and_report(
     policy: Policy,
     env_id: str,
-    eval_cfg: dict[str, Any],
+    eval_cfg: EvalConfig,
     out_dir: Path,
     extra: dict[str, Any],
     started: float | None = None,
 ) -> dict[str, Any]:
-    """Evaluate `policy` on `env_id` (eval_cfg: episodes, num_envs, video_episodes, first_seed)
+    """Evaluate `policy` on `env_id` (episodes, num_envs, video_episodes, first_seed of `eval_cfg`)
     and write results.json, report.md, orders.png and rollouts.mp4 into `out_dir`. The expert
     reference comes from the policy's recorded demonstrations metadata. Returns the results; with
     `started` (a perf_counter time) they hold the seconds since then as total_seconds."""
     out_dir.mkdir(parents=True, exist_ok=True)
     make_env = env_factory(env_id)
     attrs = policy.metadata.get("demonstrations", {})
-    first_seed = int(eval_cfg.get("first_seed", EVAL_SEED))
-    result = evaluate(
-        policy, make_env, int(eval_cfg["episodes"]), first_seed, num_envs=int(eval_cfg["num_envs"])
-    )
+    first_seed = eval_cfg.first_seed
+    result = evaluate(policy, make_env, eval_cfg.episodes, first_seed, num_envs=eval_cfg.num_envs)
     summary = result["summary"]
     results = {
         "policy": policy.name,
@@ -77,8 +75,8 @@ def evaluate_and_report(
     orders = [e["order"] for e in result["episodes"] if e["success"] and "order" in e]
     if "mode_histogram" in attrs:
         plot_orders(orders, attrs["mode_histogram"], out_dir / "orders.png", f"{policy.name}: orders")
-    if int(eval_cfg["video_episodes"]) > 0:
-        record_video(policy, make_env, int(eval_cfg["video_episodes"]), first_seed, out_dir / "rollouts.mp4")
+    if eval_cfg.video_episodes > 0:
+        record_video(policy, make_env, eval_cfg.video_episodes, first_seed, out_dir / "rollouts.mp4")
     if started is not None:
         results["total_seconds"] = time.perf_counter() - started
     report = write_report(out_dir, results)
@@ -113,14 +111,16 @@ def evaluate_checkpoint(cfg: dict[str, Any], task_given: bool = False) -> dict[s
     checkpoint = Path(cfg["checkpoint"])
     if not (checkpoint / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint}: not a policy checkpoint folder (no config.json)")
+    eval_cfg = config_from_dict(EvalConfig, cfg["eval"], "eval")
     device = resolve_device(str(cfg["device"]))
     policy = load_policy(checkpoint).to(device).eval()
     task, source = _trained_task(policy, checkpoint)
-    if task is None:
+    if task is None or (task_given and cfg.get("allow_other_task")):
         task = cfg["task"]
     elif task_given and task["env_id"] != cfg["task"]["env_id"]:
         raise ValueError(
-            f"{checkpoint} was trained on {task['env_id']} ({source}), not {cfg['task']['env_id']}"
+            f"{checkpoint} was trained on {task['env_id']} ({source}), not {cfg['task']['env_id']}; "
+            "pass allow_other_task=true to evaluate it there anyway"
         )
     for name in ("obs_dim", "action_dim"):
         if getattr(policy.config, name) != task[name]:
@@ -138,9 +138,9 @@ def evaluate_checkpoint(cfg: dict[str, Any], task_given: bool = False) -> dict[s
         compile_network(policy)
     out_dir = Path(cfg["out"]) if cfg.get("out") else checkpoint.parent.parent / "eval" / checkpoint.name
     torch.manual_seed(int(cfg["seed"]))
-    print(f"evaluating {checkpoint} on {task['env_id']}, {cfg['eval']['episodes']} episodes -> {out_dir}")
+    print(f"evaluating {checkpoint} on {task['env_id']}, {eval_cfg.episodes} episodes -> {out_dir}")
     started = time.perf_counter()
     extra = {"checkpoint": str(checkpoint), "device": str(device), "seed": int(cfg["seed"]), "act": overrides}
-    results = evaluate_and_report(policy, task["env_id"], cfg["eval"], out_dir, extra)
+    results = evaluate_and_report(policy, task["env_id"], eval_cfg, out_dir, extra)
     print(f"{time.perf_counter() - started:.0f} s")
     return results

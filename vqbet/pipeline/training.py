@@ -1,6 +1,7 @@
-"""The main job, `scripts/train.py`: collect demonstrations if missing, phase 1 (`fit_statistics`:
-normalisers, tokenizer or bins), phase 2 (`train_policy`), then evaluate the best checkpoint and
-write the report. Works on a plain nested dict (a resolved hydra config)."""
+"""The main job, `scripts/train.py`: check the config, the dataset (collected if missing) and the run
+folder, then phase 1 (`fit_statistics`: normalisers, tokenizer or bins), phase 2 (`train_policy`),
+evaluate the best checkpoint and write the report. Works on a plain nested dict (a resolved hydra
+config)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from vqbet.config import config_from_dict
-from vqbet.data import EpisodeData, TrajectoryWindows, read_hdf5, split_episodes
+from vqbet.checkpoint import read_json
+from vqbet.data import EpisodeData, TrajectoryWindows, check_outliers, read_hdf5, split_episodes
 from vqbet.evaluate import evaluate
 from vqbet.pipeline.collect import collect
-from vqbet.pipeline.evaluation import DEMONSTRATION_KEYS, EVAL_SEED, env_factory, evaluate_and_report
+from vqbet.pipeline.config import RunConfig, check_run_config, config_differences
+from vqbet.pipeline.evaluation import DEMONSTRATION_KEYS, env_factory, evaluate_and_report
 from vqbet.policies import Policy, load_policy, policy_class
 from vqbet.report import plot_curves
-from vqbet.train import TokenizerFitConfig
-from vqbet.train_policy import (
-    PolicyTrainConfig,
-    compile_network,
-    resolve_device,
-    setup_distributed,
-    train_policy,
-)
+from vqbet.train_policy import compile_network, resolve_device, setup_distributed, train_policy
 
 TASK_DIMENSIONS = ("obs_dim", "action_dim", "obs_window", "action_chunk", "action_relative_to")
 """Policy config fields that every task config sets (once, for every family)."""
@@ -39,16 +35,11 @@ def build_policy(cfg: dict[str, Any]) -> Policy:
     return family.build(fields, cfg.get("tokenizer", {}).get("model"))
 
 
-def fit_phase_one(policy: Policy, cfg: dict[str, Any], windows: TrajectoryWindows, run_dir: Path) -> None:
+def fit_phase_one(policy: Policy, run: RunConfig, windows: TrajectoryWindows, run_dir: Path) -> None:
     """Phase 1 (`policy.fit_statistics`), with the tokenizer's curves and a summary line."""
     print(f"phase 1: {policy.name} statistics on {len(windows)} windows")
-    fit = (
-        config_from_dict(TokenizerFitConfig, cfg["tokenizer"]["fit"], "tokenizer.fit")
-        if "tokenizer" in cfg
-        else None
-    )
     summary = policy.fit_statistics(
-        windows, seed=int(cfg["seed"]), tokenizer_fit=fit, log_dir=run_dir / "tensorboard"
+        windows, seed=run.train.seed, tokenizer_fit=run.tokenizer_fit, log_dir=run_dir / "tensorboard"
     )
     if "history" in summary:
         usage = sorted(k for k in summary if k.startswith("used_fraction/"))
@@ -59,21 +50,30 @@ def fit_phase_one(policy: Policy, cfg: dict[str, Any], windows: TrajectoryWindow
         print(f"tokenizer: reconstruction {summary['reconstruction_loss']:.4f}, codes used {used}")
 
 
-def load_demonstrations(cfg: dict[str, Any], rank: int, world: int) -> EpisodeData:
-    """The task's dataset; rank 0 collects it with the task's expert first when it is missing."""
-    task, dataset = cfg["task"], Path(cfg["task"]["dataset"])
-    if rank == 0 and not dataset.is_file():
-        print(f"{dataset} is missing: collecting {cfg['collect']['episodes']} expert episodes first")
-        c = cfg["collect"]
-        collect(
-            task["env_id"],
-            int(c["episodes"]),
-            dataset,
-            seed=0,
-            workers=int(c["workers"]),
-            perturb=float(c["perturb"]),
-            perturb_hold=int(c["perturb_hold"]),
-        )
+def load_demonstrations(run: RunConfig, rank: int, world: int) -> EpisodeData:
+    """The task's dataset, checked against the task (dims, recorded task id, outliers). A missing
+    dataset is collected by the task's expert (rank 0) when it is the task's default path or
+    `collect.new_path` is set; a mistyped path is an error, not a new dataset."""
+    task, c = run.raw["task"], run.collect
+    dataset = Path(task["dataset"])
+    if not dataset.is_file():
+        default = task.get("default_dataset")
+        if dataset != Path(default or "") and not c.new_path:
+            raise FileNotFoundError(
+                f"dataset {dataset} does not exist, and it is not the task's default ({default}): "
+                f"nothing was collected. Check the path, or pass collect.new_path=true to collect "
+                f"{c.episodes} expert episodes there."
+            )
+        if rank == 0:
+            print(f"{dataset} is missing: collecting {c.episodes} expert episodes of {task['env_id']} first")
+            collect(
+                task["env_id"],
+                c.episodes,
+                dataset,
+                workers=c.workers,
+                perturb=c.perturb,
+                perturb_hold=c.perturb_hold,
+            )
     if world > 1:
         torch.distributed.barrier()
     data = read_hdf5(dataset)
@@ -82,51 +82,86 @@ def load_demonstrations(cfg: dict[str, Any], rank: int, world: int) -> EpisodeDa
             f"{dataset}: obs/action dims {data.obs.shape[1]}/{data.action.shape[1]} do not match task "
             f"{task['name']} ({task['obs_dim']}/{task['action_dim']})"
         )
+    recorded = data.attrs.get("task_id")
+    if recorded is not None and recorded != task["env_id"] and not run.data.allow_task_mismatch:
+        raise ValueError(
+            f"{dataset} holds demonstrations of {recorded}, but the task is {task['env_id']}; pass "
+            "data.allow_task_mismatch=true to train on them anyway"
+        )
+    check_outliers(data, run.data.outlier_std)
     return data
+
+
+def prepare_run_dir(run: RunConfig, data: EpisodeData) -> None:
+    """Refuse to start where a run would be lost or mixed up: a fresh start over an existing run
+    (unless `overwrite`), a resume whose config or dataset differs from the stored run's."""
+    cfg, run_dir = run.raw, Path(run.raw["run_dir"])
+    last = run_dir / "checkpoints" / "last"
+    if not cfg["resume"]:
+        if last.is_dir() and not cfg.get("overwrite", False):
+            raise FileExistsError(
+                f"{run_dir} already holds a run ({last}): pass resume=true to continue it, "
+                "overwrite=true to start it over (its checkpoints are replaced), or another run_dir"
+            )
+        return
+    stored = run_dir / "config.yaml"
+    if stored.is_file():
+        differences = config_differences(yaml.safe_load(stored.read_text()), cfg)
+        if differences:
+            listed = "\n".join(f"  - {d}" for d in differences)
+            raise ValueError(f"resume=true, but the config differs from the run's own ({stored}):\n{listed}")
+    if (last / "config.json").is_file():
+        recorded = read_json(last).get("metadata", {}).get("demonstrations", {}).get("content_sha256")
+        if recorded is not None and recorded != data.content_hash():
+            raise ValueError(
+                f"resume=true, but {cfg['task']['dataset']} is not the dataset {last} was trained on "
+                "(its content hash differs)"
+            )
 
 
 def train(cfg: dict[str, Any]) -> dict[str, Any]:
     """The main job on a resolved config (configs/train.yaml); returns the evaluation results (an
-    empty dict on ranks other than 0 under torchrun)."""
-    import yaml
-
+    empty dict on ranks other than 0 under torchrun). Everything is checked (config, dataset, run
+    folder) before the run folder is written."""
     started = time.perf_counter()
+    run = check_run_config(cfg, build_policy)
+    task, run_dir, seed, policy = cfg["task"], Path(cfg["run_dir"]), int(cfg["seed"]), run.policy
     # Under torchrun: join the process group first (gloo on CPU, NCCL on CUDA); rank 0 collects,
     # logs, evaluates and writes; every rank fits the same phase 1 from the same seed.
-    device = resolve_device(str(cfg["train"]["device"]))
+    device = resolve_device(run.train.device)
     rank, world, _ = setup_distributed(device)
-    task, run_dir, seed = cfg["task"], Path(cfg["run_dir"]), int(cfg["seed"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        print(f"run folder: {run_dir} ({world} process{'es' if world > 1 else ''})")
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    data = load_demonstrations(cfg, rank, world)
-    train_eps, val_eps = split_episodes(data.num_episodes, float(cfg["data"]["val_fraction"]), seed=seed)
+    data = load_demonstrations(run, rank, world)
+    prepare_run_dir(run, data)
+    train_eps, val_eps = split_episodes(data.num_episodes, run.data.val_fraction, seed=seed)
     shape = dict(obs_window=int(task["obs_window"]), action_chunk=int(task["action_chunk"]))
     train_set = TrajectoryWindows(data, episodes=train_eps, **shape)
     val_set = TrajectoryWindows(data, episodes=val_eps, **shape) if len(val_eps) else None
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        print(f"run folder: {run_dir} ({world} process{'es' if world > 1 else ''})")
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     torch.manual_seed(seed)
-    policy = build_policy(cfg)
-    policy.metadata.update(
-        task=task, demonstrations={k: data.attrs[k] for k in DEMONSTRATION_KEYS if k in data.attrs}
-    )
+    policy = build_policy(cfg)  # afresh after the seed: the weights do not depend on the checks
+    demonstrations = {k: data.attrs[k] for k in DEMONSTRATION_KEYS if k in data.attrs}
+    demonstrations.update(path=str(task["dataset"]), content_sha256=data.content_hash())
+    policy.metadata.update(task=task, demonstrations=demonstrations)
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard")) if rank == 0 else None
     if not (bool(cfg["resume"]) and (run_dir / "checkpoints" / "last").is_dir()):
-        fit_phase_one(policy, cfg, train_set, run_dir)
+        fit_phase_one(policy, run, train_set, run_dir)
     params = sum(p.numel() for p in policy.parameters())
     print(f"phase 2: {policy.name} on {len(train_set)} windows ({params:,} params)")
-    make_env, eval_cfg = env_factory(task["env_id"]), cfg["eval"]
+    make_env, eval_cfg = env_factory(task["env_id"]), run.eval
 
     def on_eval(acting: Policy, step: int) -> dict[str, float]:
-        if int(eval_cfg["during_training"]) <= 0:
+        if eval_cfg.during_training <= 0:
             return {}
         was_training = acting.training
         acting.eval()
-        n, envs = int(eval_cfg["during_training"]), int(eval_cfg["num_envs"])
-        result = evaluate(acting, make_env, n, EVAL_SEED, num_envs=envs, progress=False)
+        n, envs = eval_cfg.during_training, eval_cfg.num_envs
+        result = evaluate(acting, make_env, n, eval_cfg.first_seed, num_envs=envs, progress=False)
         acting.train(was_training)
         return {"success_rate": result["summary"]["success_rate"]}
 
@@ -134,7 +169,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         policy,
         train_set,
         val_set,
-        config_from_dict(PolicyTrainConfig, {**cfg["train"], "seed": seed}, "train"),
+        run.train,
         run_dir,
         resume=bool(cfg["resume"]),
         log=(lambda k, v, s: writer.add_scalar(k, v, s)) if writer is not None else None,
@@ -149,9 +184,9 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         run_dir / "checkpoints" / "best", obs_dim=task["obs_dim"], action_dim=task["action_dim"]
     )
     best.to(device)  # the simulator stays on the CPU
-    if cfg["train"]["compile"]:
+    if run.train.compile:
         compile_network(best)
-    print(f"evaluating {run_dir / 'checkpoints' / 'best'} on {eval_cfg['episodes']} episodes")
+    print(f"evaluating {run_dir / 'checkpoints' / 'best'} on {eval_cfg.episodes} episodes")
     torch.manual_seed(seed)
     plot_curves(state["history"], ["loss", "val_loss", "success_rate"], run_dir / "curves.png", "training")
     extra = {

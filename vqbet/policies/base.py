@@ -60,6 +60,9 @@ class PolicyConfig:
     action_relative_to: list[int] = field(default_factory=list)
     """Empty: absolute actions. Else, for each action dim, the observation index it is relative
     to: chunks are learnt and predicted minus those features of the step they start at."""
+    nonfinite_obs: Literal["raise", "hold"] = "raise"
+    """What `select_action` does with a NaN/inf observation: raise, or act on that env's last
+    finite observation (warning once)."""
 
     def __post_init__(self) -> None:
         check_literals(self)
