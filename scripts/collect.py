@@ -10,21 +10,23 @@ the other tasks: none).
 import hydra
 from omegaconf import DictConfig
 
-from vqbet.pipeline import collect
+from vqbet.pipeline import collect, run_cli
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="collect")
 def main(cfg: DictConfig) -> None:
-    collect(
-        cfg.task.env_id,
-        int(cfg.episodes),
-        cfg.out,
-        seed=int(cfg.seed),
-        workers=int(cfg.workers),
-        keep_failures=bool(cfg.keep_failures),
-        images=bool(cfg.images),
-        perturb=float(cfg.perturb),
-        perturb_hold=int(cfg.perturb_hold),
+    run_cli(
+        lambda: collect(
+            cfg.task.env_id,
+            int(cfg.episodes),
+            cfg.out,
+            seed=int(cfg.seed),
+            workers=int(cfg.workers),
+            keep_failures=bool(cfg.keep_failures),
+            images=bool(cfg.images),
+            perturb=float(cfg.perturb),
+            perturb_hold=int(cfg.perturb_hold),
+        )
     )
 
 

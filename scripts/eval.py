@@ -13,14 +13,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from vqbet.pipeline import evaluate_checkpoint
+from vqbet.pipeline import evaluate_checkpoint, run_cli
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     overrides = HydraConfig.get().overrides.task
     task_given = any(o.split("=")[0].split(".")[0].lstrip("+~") == "task" for o in overrides)
-    evaluate_checkpoint(OmegaConf.to_container(cfg, resolve=True), task_given=task_given)
+    run_cli(lambda: evaluate_checkpoint(OmegaConf.to_container(cfg, resolve=True), task_given=task_given))
 
 
 if __name__ == "__main__":

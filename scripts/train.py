@@ -11,12 +11,12 @@ normaliser), phase 2 (policy), then evaluate the best checkpoint and write a rep
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from vqbet.pipeline import train
+from vqbet.pipeline import run_cli, train
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> None:
-    train(OmegaConf.to_container(cfg, resolve=True))
+    run_cli(lambda: train(OmegaConf.to_container(cfg, resolve=True)))
 
 
 if __name__ == "__main__":

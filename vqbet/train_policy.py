@@ -192,14 +192,14 @@ class TrainingDiverged(RuntimeError):
 
 
 def _diverged(step: int, loss: float, norm: float, last: Path, config: PolicyTrainConfig) -> str:
-    saved = "none was saved yet"
+    saved = "no checkpoint was saved before it"
     if (last / STATE_JSON).is_file():
-        saved = f"{last} holds step {read_json(last, STATE_JSON).get('step')} and finite weights"
+        held = read_json(last, STATE_JSON).get("step")
+        saved = f"{last} holds step {held} with finite weights (resume=true continues from it)"
     return (
         f"training diverged at step {step}: loss {loss}, gradient norm {norm}. That step was not "
-        f"applied and nothing was saved from it; the last checkpoint: {saved} (resume=true continues "
-        f"from it). Lower train.lr (now {config.lr}) or clip gradients (train.grad_clip, now "
-        f"{config.grad_clip})."
+        f"applied and nothing was saved from it; {saved}. Lower train.lr (now {config.lr}) or clip "
+        f"gradients (train.grad_clip, now {config.grad_clip})."
     )
 
 

@@ -9,10 +9,29 @@ without MuJoCo.
     evaluate_and_report(policy, env_id, ...)  rollouts + results.json, report.md, plots, video
 """
 
+import sys
+from collections.abc import Callable
+from typing import Any
+
 from vqbet.pipeline.collect import collect
 from vqbet.pipeline.config import EVAL_SEED, RunConfig, check_run_config
 from vqbet.pipeline.evaluation import env_factory, evaluate_and_report, evaluate_checkpoint
 from vqbet.pipeline.training import build_policy, fit_phase_one, train
+from vqbet.train_policy import TrainingDiverged
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged)
+"""What bad input, a missing file or a diverged run raise: the scripts print the message alone."""
+
+
+def run_cli(job: Callable[[], Any]) -> Any:
+    """Run a script's job; a user error (bad config, data or file) exits with status 1 and its
+    message, without a traceback (anything else, a bug, keeps its traceback)."""
+    try:
+        return job()
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
 
 __all__ = [
     "EVAL_SEED",
@@ -24,5 +43,6 @@ __all__ = [
     "evaluate_and_report",
     "evaluate_checkpoint",
     "fit_phase_one",
+    "run_cli",
     "train",
 ]

@@ -8,6 +8,7 @@ import importlib.metadata
 import math
 import multiprocessing as mp
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,11 @@ def collect(
             wins = sum(r["success"] for r in results)
             bar.log(len(results), {"expert success": f"{wins}/{len(results)}"})
 
+    if workers > 1 and str(getattr(sys.modules["__main__"], "__file__", "")).startswith("<"):
+        # Spawned workers re-import __main__; from `python -` (stdin) they cannot, and a Pool
+        # whose workers die at start replaces them forever: collect in this process instead.
+        print(f"collect: __main__ is {sys.modules['__main__'].__file__}, so 1 process instead of {workers}")
+        workers = 1
     if workers > 1:
         with mp.get_context("spawn").Pool(workers) as pool:
             for episode in pool.imap(_worker_episode, jobs, chunksize=max(1, episodes // (8 * workers))):

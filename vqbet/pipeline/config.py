@@ -19,8 +19,15 @@ TOP_LEVEL = ("task", "tokenizer", "policy", "seed", "run_dir", "resume", "overwr
 TOP_LEVEL += ("eval", "train")
 TASK_KEYS = ("name", "env_id", "obs_dim", "action_dim", "obs_window", "action_chunk", "dataset")
 RESUMABLE = ("resume", "overwrite", "eval.", "collect.", "train.steps", "train.eval_every")
-RESUMABLE += ("train.checkpoint_every", "train.log_every", "train.num_workers", "train.device")
-"""Config keys a resumed run may change (everything else must equal the stored run's)."""
+RESUMABLE += (
+    "train.checkpoint_every",
+    "train.log_every",
+    "train.num_workers",
+    "train.device",
+    "task.dataset",
+)
+"""Config keys a resumed run may change (everything else must equal the stored run's). The dataset
+may move: its content is checked against the checkpoint's hash instead."""
 
 
 @dataclass
