@@ -3,6 +3,7 @@ The only part of vqbet that imports `envs`, and only inside functions, so `impor
 without MuJoCo.
 
     collect(env_id, episodes, out, ...)       demonstrations from a task's scripted expert
+    convert(source, out, to="hdf5"|"lerobot") demonstrations from any format load_dataset reads
     build_policy(cfg) / fit_phase_one(...)    the policy a config names, and its phase 1
     train(cfg)                                the main job: data, both phases, evaluation, report
     evaluate_checkpoint(cfg)                  scripts/eval.py
@@ -15,6 +16,7 @@ from typing import Any
 
 from vqbet.pipeline.collect import collect
 from vqbet.pipeline.config import EVAL_SEED, RunConfig, check_run_config
+from vqbet.pipeline.convert import convert
 from vqbet.pipeline.evaluation import env_factory, evaluate_and_report, evaluate_checkpoint
 from vqbet.pipeline.training import build_policy, fit_phase_one, train
 from vqbet.train_policy import TrainingDiverged
@@ -39,6 +41,7 @@ __all__ = [
     "build_policy",
     "check_run_config",
     "collect",
+    "convert",
     "env_factory",
     "evaluate_and_report",
     "evaluate_checkpoint",

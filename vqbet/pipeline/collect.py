@@ -73,6 +73,7 @@ def collect(
     jobs = [(env_id, seed + i, images, perturb, perturb_hold) for i in range(episodes)]
     probe = gym.make(env_id)
     num_modes = int(getattr(probe.unwrapped, "num_modes", 1))
+    fps = probe.unwrapped.metadata.get("render_fps")
     probe.close()
     started = time.perf_counter()
     results = []
@@ -109,6 +110,7 @@ def collect(
     histogram = collections.Counter(str(list(o)) for o in orders)
     attrs = {
         "task_id": env_id,
+        "fps": fps,
         "expert": f"envs.experts ({env_id})",
         "seeds": [seed, seed + episodes - 1],
         "kept_seeds": [seed + i for i in kept_index],

@@ -13,7 +13,8 @@ import torch
 import yaml
 
 from vqbet.checkpoint import read_json
-from vqbet.data import EpisodeData, TrajectoryWindows, check_outliers, read_hdf5, split_episodes
+from vqbet.data import EpisodeData, TrajectoryWindows, check_outliers, load_dataset, split_episodes
+from vqbet.data.formats import detect_format
 from vqbet.evaluate import evaluate
 from vqbet.pipeline.collect import collect
 from vqbet.pipeline.config import RunConfig, check_run_config, config_differences
@@ -50,13 +51,23 @@ def fit_phase_one(policy: Policy, run: RunConfig, windows: TrajectoryWindows, ru
         print(f"tokenizer: reconstruction {summary['reconstruction_loss']:.4f}, codes used {used}")
 
 
+def _present(dataset: Path) -> bool:
+    """Whether the dataset exists (a file, a folder, or a Minari dataset id)."""
+    try:
+        detect_format(dataset)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def load_demonstrations(run: RunConfig, rank: int, world: int) -> EpisodeData:
-    """The task's dataset, checked against the task (dims, recorded task id, outliers). A missing
+    """The task's dataset (any format `load_dataset` reads, with the task's `obs_keys` and
+    `action_key` if it sets them), checked against the task (dims, recorded task id, outliers). A missing
     dataset is collected by the task's expert (rank 0) when it is the task's default path or
     `collect.new_path` is set; a mistyped path is an error, not a new dataset."""
     task, c = run.raw["task"], run.collect
     dataset = Path(task["dataset"])
-    if not dataset.is_file():
+    if not _present(dataset):
         default = task.get("default_dataset")
         if dataset != Path(default or "") and not c.new_path:
             raise FileNotFoundError(
@@ -76,7 +87,7 @@ def load_demonstrations(run: RunConfig, rank: int, world: int) -> EpisodeData:
             )
     if world > 1:
         torch.distributed.barrier()
-    data = read_hdf5(dataset)
+    data = load_dataset(dataset, obs_keys=task.get("obs_keys"), action_key=task.get("action_key"))
     if data.obs.shape[1] != task["obs_dim"] or data.action.shape[1] != task["action_dim"]:
         raise ValueError(
             f"{dataset}: obs/action dims {data.obs.shape[1]}/{data.action.shape[1]} do not match task "

@@ -1,0 +1,72 @@
+"""mp4 frames through PyAV: read the frames at given timestamps (seeking, then decoding forward),
+and write frames (LeRobot's videos). Imported only when a camera is asked for."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from vqbet.data.formats.common import optional
+
+
+def read_frames(part: tuple[str, float, float], local: np.ndarray) -> np.ndarray:
+    """Frames `local` (sorted, unique) of one episode stored in video `part` = (path, the
+    episode's first timestamp in the file, fps) -> (len(local), H, W, 3) uint8."""
+    av = optional("av", "lerobot")
+    path, start, fps = part
+    times = start + np.asarray(local, dtype=np.float64) / fps
+    half = 0.5 / fps
+    frames: list[np.ndarray] = []
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        container.seek(max(0, int((times[0] - half) / stream.time_base)), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            t = float(frame.pts * stream.time_base)
+            while len(frames) < len(times) and t >= times[len(frames)] - half:
+                if t > times[len(frames)] + half:
+                    raise ValueError(
+                        f"{path}: no frame at {times[len(frames)]:.4f} s (next one at {t:.4f} s)"
+                    )
+                frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == len(times):
+                break
+    if len(frames) < len(times):
+        raise ValueError(f"{path}: the video ends before {times[len(frames)]:.4f} s")
+    return np.stack(frames)
+
+
+def frame_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of a video's first stream."""
+    av = optional("av", "lerobot")
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return int(stream.height), int(stream.width)
+
+
+def write_video(
+    path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int, codec: str = "libx264"
+) -> Path:
+    """Encode RGB frames (H, W, 3) uint8 into an mp4 (H.264 at high quality, one key frame a second)."""
+    av = optional("av", "lerobot")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = None
+        for index, image in enumerate(frames):
+            if stream is None:
+                stream = container.add_stream(codec, rate=fps)
+                stream.height, stream.width = image.shape[:2]
+                stream.pix_fmt = "yuv444p" if codec == "libx264" else "yuv420p"
+                stream.options = {"crf": "10", "g": str(fps)} if codec == "libx264" else {}
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
