@@ -102,6 +102,7 @@ class RunConfig:
 
     raw: dict[str, Any]
     policy: Policy
+    """Built to check the policy config; training builds its own after seeding."""
     train: PolicyTrainConfig
     tokenizer_fit: TokenizerFitConfig | None
     collect: CollectConfig

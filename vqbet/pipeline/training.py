@@ -136,7 +136,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     folder) before the run folder is written."""
     started = time.perf_counter()
     run = check_run_config(cfg, build_policy)
-    task, run_dir, seed, policy = cfg["task"], Path(cfg["run_dir"]), int(cfg["seed"]), run.policy
+    task, run_dir, seed = cfg["task"], Path(cfg["run_dir"]), int(cfg["seed"])
     # Under torchrun: join the process group first (gloo on CPU, NCCL on CUDA); rank 0 collects,
     # logs, evaluates and writes; every rank fits the same phase 1 from the same seed.
     device = resolve_device(run.train.device)
