@@ -153,3 +153,34 @@ def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_offline_report(run_dir: Path, results: dict[str, Any]) -> Path:
+    """results.json and report.md of a run judged on held-out demonstrations (no simulator)."""
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    m = results["offline"]
+    samples = m["samples"]
+    lines = [
+        f"# {results['policy']} on {results['dataset']} (offline: no simulator)",
+        "",
+        f"- windows evaluated: {m['windows']}, from {results['evaluated_on']}",
+        f"- greedy chunk: MSE {m['greedy_mse']:.5f}, MAE {m['greedy_mae']:.5f}, "
+        f"normalised MSE {m['greedy_nmse']:.4f}",
+        f"- best of {samples} sampled chunks: MSE {m[f'best_of_{samples}_mse']:.5f}, "
+        f"normalised MSE {m[f'best_of_{samples}_nmse']:.4f}",
+    ]
+    accuracy = [f"{m[k]:.3f}" for k in sorted(m) if k.startswith("code_accuracy/")]
+    if accuracy:
+        lines.append(f"- code accuracy per layer: {' / '.join(accuracy)}")
+    if "reconstruction_mse" in m:
+        used = " / ".join(f"{m[k]:.0%}" for k in sorted(m) if k.startswith("used_fraction/"))
+        lines.append(
+            f"- tokenizer: reconstruction MSE {m['reconstruction_mse']:.5f} (normalised), codes used {used}"
+        )
+    if "train_seconds" in results:
+        lines.append(f"- training wall time: {results['train_seconds']:.0f} s ({results['device']})")
+    files = sorted(p.name for p in run_dir.iterdir() if p.suffix in (".json", ".png"))
+    lines += ["", "Files: " + ", ".join(f"`{f}`" for f in files) + "."]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -43,6 +43,8 @@ def load_run(run: Path, eval_name: str | None) -> dict[str, Any] | None:
             results["train_seconds"] = json.loads(trained.read_text()).get("train_seconds")
     except json.JSONDecodeError as err:
         raise SystemExit(f"{source}: not valid JSON ({err})") from None
+    if results.get("mode") == "offline":
+        return None  # judged on demonstrations, not rollouts: not a row of this table
     if "summary" not in results:
         raise SystemExit(f"{source}: no 'summary' key: not a vqbet results.json")
     results["source"] = str(source)
@@ -156,4 +158,4 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("none of the folders has a results.json")
     print(format_table(groups, args.per_seed))
     if skipped:
-        print("\nskipped (no results.json): " + ", ".join(str(r) for r in skipped))
+        print("\nskipped (no results.json, or an offline run): " + ", ".join(str(r) for r in skipped))

@@ -13,13 +13,16 @@ from typing import Any
 import torch
 
 from vqbet.config import config_from_dict
-from vqbet.data import read_hdf5
+from vqbet.data import EpisodeData, TrajectoryWindows, load_dataset, read_hdf5
 from vqbet.evaluate import evaluate
+from vqbet.offline import evaluate_offline
 from vqbet.pipeline.config import EvalConfig
 from vqbet.policies import Policy, load_policy
-from vqbet.report import plot_orders, record_video, write_report
+from vqbet.report import plot_orders, record_video, write_offline_report, write_report
 from vqbet.train_policy import compile_network, resolve_device
 
+OFFLINE_SAMPLES = 10
+"""Sampled chunks per window for the best-of-N error of an offline evaluation."""
 DEMONSTRATION_KEYS = ("expert_success_rate", "order_entropy", "mode_histogram", "perturb")
 """Dataset metadata a checkpoint keeps, so that a run copied without its dataset still reports
 the expert reference."""
@@ -36,6 +39,11 @@ def _make_env(env_id: str, **kwargs: Any) -> Any:
 def env_factory(env_id: str) -> functools.partial:
     """`make_env(**kwargs) -> gym.Env` for a registered task (picklable, for AsyncVectorEnv)."""
     return functools.partial(_make_env, env_id)
+
+
+def read_task_data(task: dict[str, Any]) -> EpisodeData:
+    """The task's dataset as `load_dataset` reads it, with the task's keys."""
+    return load_dataset(task["dataset"], obs_keys=task.get("obs_keys"), action_key=task.get("action_key"))
 
 
 def dataset_attrs(path: str | os.PathLike) -> dict[str, Any]:
@@ -89,6 +97,36 @@ def evaluate_and_report(
     return results
 
 
+def offline_and_report(
+    policy: Policy,
+    windows: TrajectoryWindows,
+    out_dir: Path,
+    extra: dict[str, Any],
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Judge `policy` on demonstration `windows` (vqbet.offline) and write results.json and
+    report.md into `out_dir`: the evaluation of a task without a simulator."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate_offline(policy, windows, samples=OFFLINE_SAMPLES)
+    results = {
+        "policy": policy.name,
+        "mode": "offline",
+        "dataset": policy.metadata.get("task", {}).get("dataset"),
+        "offline": metrics,
+        **extra,
+    }
+    if started is not None:
+        results["total_seconds"] = time.perf_counter() - started
+    report = write_offline_report(out_dir, results)
+    best = f"best_of_{OFFLINE_SAMPLES}_nmse"
+    print(
+        f"{policy.name} offline: greedy chunk normalised MSE {metrics['greedy_nmse']:.4f}, best of "
+        f"{OFFLINE_SAMPLES} {metrics[best]:.4f} on {metrics['windows']} windows"
+    )
+    print(f"report: {report}")
+    return results
+
+
 def _trained_task(policy: Policy, checkpoint: Path) -> tuple[dict[str, Any] | None, str]:
     """The task a checkpoint was trained on: recorded in it, or (older checkpoints) in its run
     folder's config.yaml."""
@@ -100,6 +138,20 @@ def _trained_task(policy: Policy, checkpoint: Path) -> tuple[dict[str, Any] | No
 
         return yaml.safe_load(run_config.read_text())["task"], str(run_config)
     return None, ""
+
+
+def _evaluate_offline_checkpoint(
+    policy: Policy, task: dict[str, Any], checkpoint: Path, cfg: dict[str, Any], device: Any
+) -> dict[str, Any]:
+    """An offline checkpoint: every episode of its task's dataset, offline metrics."""
+    data = read_task_data(task)
+    windows = TrajectoryWindows(data, obs_window=task["obs_window"], action_chunk=task["action_chunk"])
+    out_dir = Path(cfg["out"]) if cfg.get("out") else checkpoint.parent.parent / "eval" / checkpoint.name
+    torch.manual_seed(int(cfg["seed"]))
+    where = f"all {data.num_episodes} episodes of {task['dataset']}"
+    print(f"evaluating {checkpoint} offline on {where} -> {out_dir}")
+    extra = {"checkpoint": str(checkpoint), "device": str(device), "evaluated_on": where}
+    return offline_and_report(policy, windows, out_dir, extra)
 
 
 def evaluate_checkpoint(cfg: dict[str, Any], task_given: bool = False) -> dict[str, Any]:
@@ -127,6 +179,8 @@ def evaluate_checkpoint(cfg: dict[str, Any], task_given: bool = False) -> dict[s
             raise ValueError(
                 f"{checkpoint}: {name}={getattr(policy.config, name)}, task {task['env_id']} has {task[name]}"
             )
+    if task.get("env_id") is None:  # trained without a simulator: judged on its demonstrations
+        return _evaluate_offline_checkpoint(policy, task, checkpoint, cfg, device)
     if "demonstrations" not in policy.metadata:  # older checkpoints: the dataset, if it is here
         policy.metadata["demonstrations"] = dataset_attrs(task["dataset"])
     overrides = {k: v for k, v in cfg["act"].items() if v is not None}

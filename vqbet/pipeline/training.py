@@ -13,12 +13,19 @@ import torch
 import yaml
 
 from vqbet.checkpoint import read_json
-from vqbet.data import EpisodeData, TrajectoryWindows, check_outliers, load_dataset, split_episodes
+from vqbet.data import EpisodeData, TrajectoryWindows, check_outliers, split_episodes
 from vqbet.data.formats import detect_format
 from vqbet.evaluate import evaluate
+from vqbet.offline import evaluate_offline
 from vqbet.pipeline.collect import collect
 from vqbet.pipeline.config import RunConfig, check_run_config, config_differences
-from vqbet.pipeline.evaluation import DEMONSTRATION_KEYS, env_factory, evaluate_and_report
+from vqbet.pipeline.evaluation import (
+    DEMONSTRATION_KEYS,
+    env_factory,
+    evaluate_and_report,
+    offline_and_report,
+    read_task_data,
+)
 from vqbet.policies import Policy, load_policy, policy_class
 from vqbet.report import plot_curves
 from vqbet.train_policy import compile_network, resolve_device, setup_distributed, train_policy
@@ -60,14 +67,34 @@ def _present(dataset: Path) -> bool:
     return True
 
 
-def load_demonstrations(run: RunConfig, rank: int, world: int) -> EpisodeData:
+def with_data_dims(cfg: dict[str, Any]) -> tuple[dict[str, Any], EpisodeData | None]:
+    """A task without a simulator (`env_id: null`, task=dataset) takes obs_dim and action_dim from
+    its data: (the config with them filled in, the data read for it), else (cfg, None)."""
+    task = cfg.get("task")
+    if not isinstance(task, dict) or task.get("env_id") is not None or "dataset" not in task:
+        return cfg, None
+    data = read_task_data(task)
+    dims = {"obs_dim": int(data.obs.shape[1]), "action_dim": int(data.action.shape[1])}
+    for key, have in dims.items():
+        if task.get(key) not in (None, have):
+            raise ValueError(f"{task['dataset']}: {key} is {have}, but the task config says {task[key]}")
+    return {**cfg, "task": {**task, **dims}}, data
+
+
+def load_demonstrations(
+    run: RunConfig, rank: int, world: int, preloaded: EpisodeData | None = None
+) -> EpisodeData:
     """The task's dataset (any format `load_dataset` reads, with the task's `obs_keys` and
     `action_key` if it sets them), checked against the task (dims, recorded task id, outliers). A missing
     dataset is collected by the task's expert (rank 0) when it is the task's default path or
     `collect.new_path` is set; a mistyped path is an error, not a new dataset."""
     task, c = run.raw["task"], run.collect
     dataset = Path(task["dataset"])
-    if not _present(dataset):
+    if preloaded is None and not _present(dataset):
+        if task["env_id"] is None:
+            raise FileNotFoundError(
+                f"dataset {dataset} does not exist (and without an env there is no expert)"
+            )
         default = task.get("default_dataset")
         if dataset != Path(default or "") and not c.new_path:
             raise FileNotFoundError(
@@ -87,14 +114,15 @@ def load_demonstrations(run: RunConfig, rank: int, world: int) -> EpisodeData:
             )
     if world > 1:
         torch.distributed.barrier()
-    data = load_dataset(dataset, obs_keys=task.get("obs_keys"), action_key=task.get("action_key"))
+    data = preloaded if preloaded is not None else read_task_data(task)
     if data.obs.shape[1] != task["obs_dim"] or data.action.shape[1] != task["action_dim"]:
         raise ValueError(
             f"{dataset}: obs/action dims {data.obs.shape[1]}/{data.action.shape[1]} do not match task "
             f"{task['name']} ({task['obs_dim']}/{task['action_dim']})"
         )
     recorded = data.attrs.get("task_id")
-    if recorded is not None and recorded != task["env_id"] and not run.data.allow_task_mismatch:
+    mismatch = task["env_id"] is not None and recorded not in (None, task["env_id"])
+    if mismatch and not run.data.allow_task_mismatch:
         raise ValueError(
             f"{dataset} holds demonstrations of {recorded}, but the task is {task['env_id']}; pass "
             "data.allow_task_mismatch=true to train on them anyway"
@@ -135,13 +163,14 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     empty dict on ranks other than 0 under torchrun). Everything is checked (config, dataset, run
     folder) before the run folder is written."""
     started = time.perf_counter()
+    cfg, preloaded = with_data_dims(cfg)
     run = check_run_config(cfg, build_policy)
     task, run_dir, seed = cfg["task"], Path(cfg["run_dir"]), int(cfg["seed"])
     # Under torchrun: join the process group first (gloo on CPU, NCCL on CUDA); rank 0 collects,
     # logs, evaluates and writes; every rank fits the same phase 1 from the same seed.
     device = resolve_device(run.train.device)
     rank, world, _ = setup_distributed(device)
-    data = load_demonstrations(run, rank, world)
+    data = load_demonstrations(run, rank, world, preloaded)
     prepare_run_dir(run, data)
     train_eps, val_eps = split_episodes(data.num_episodes, run.data.val_fraction, seed=seed)
     shape = dict(obs_window=int(task["obs_window"]), action_chunk=int(task["action_chunk"]))
@@ -164,17 +193,24 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         fit_phase_one(policy, run, train_set, run_dir)
     params = sum(p.numel() for p in policy.parameters())
     print(f"phase 2: {policy.name} on {len(train_set)} windows ({params:,} params)")
-    make_env, eval_cfg = env_factory(task["env_id"]), run.eval
+    offline, eval_cfg = task["env_id"] is None, run.eval
+    make_env = None if offline else env_factory(task["env_id"])
+    held_out = val_set or train_set  # offline metrics on held-out episodes when there are any
 
     def on_eval(acting: Policy, step: int) -> dict[str, float]:
         if eval_cfg.during_training <= 0:
             return {}
         was_training = acting.training
         acting.eval()
-        n, envs = eval_cfg.during_training, eval_cfg.num_envs
-        result = evaluate(acting, make_env, n, eval_cfg.first_seed, num_envs=envs, progress=False)
+        if offline:
+            m = evaluate_offline(acting, held_out, samples=5, max_windows=512, seed=seed)
+            extra = {"greedy_nmse": m["greedy_nmse"], "best_of_5_nmse": m["best_of_5_nmse"]}
+        else:
+            n, envs = eval_cfg.during_training, eval_cfg.num_envs
+            result = evaluate(acting, make_env, n, eval_cfg.first_seed, num_envs=envs, progress=False)
+            extra = {"success_rate": result["summary"]["success_rate"]}
         acting.train(was_training)
-        return {"success_rate": result["summary"]["success_rate"]}
+        return extra
 
     state = train_policy(
         policy,
@@ -197,9 +233,9 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     best.to(device)  # the simulator stays on the CPU
     if run.train.compile:
         compile_network(best)
-    print(f"evaluating {run_dir / 'checkpoints' / 'best'} on {eval_cfg.episodes} episodes")
     torch.manual_seed(seed)
-    plot_curves(state["history"], ["loss", "val_loss", "success_rate"], run_dir / "curves.png", "training")
+    curves = ["greedy_nmse", "best_of_5_nmse"] if offline else ["success_rate"]
+    plot_curves(state["history"], ["loss", "val_loss", *curves], run_dir / "curves.png", "training")
     extra = {
         "seed": seed,
         "train_seconds": train_seconds,
@@ -207,6 +243,12 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         "parameters": params,
         "best_step": state.get("best_step"),
     }
-    results = evaluate_and_report(best, task["env_id"], eval_cfg, run_dir, extra, started)
+    if offline:
+        where = f"{len(val_eps)} held-out episodes" if val_set else "the training episodes (none held out)"
+        print(f"evaluating {run_dir / 'checkpoints' / 'best'} offline on {where}")
+        results = offline_and_report(best, held_out, run_dir, {**extra, "evaluated_on": where}, started)
+    else:
+        print(f"evaluating {run_dir / 'checkpoints' / 'best'} on {eval_cfg.episodes} episodes")
+        results = evaluate_and_report(best, task["env_id"], eval_cfg, run_dir, extra, started)
     print(f"{time.perf_counter() - started:.0f} s in all")
     return results
