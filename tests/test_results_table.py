@@ -28,10 +28,12 @@ def test_groups_seeds_and_prefers_the_named_re_evaluation(tmp_path, capsys):
     _write(tmp_path / "vqbet-seed1" / "eval" / "t0.6" / "results.json", 0.7, 1.4)
     _write(tmp_path / "mlp-seed0" / "results.json", 0.1, 0.0, train_seconds=10.0)
     (tmp_path / "bet-seed0").mkdir()  # unfinished: no results.json
+    (tmp_path / "offline-seed0").mkdir()  # trained without a simulator: no success rate
+    (tmp_path / "offline-seed0" / "results.json").write_text(json.dumps({"mode": "offline", "offline": {}}))
     runs = sorted(tmp_path.iterdir())
 
     groups, skipped = results_table.group_runs(runs, None)
-    assert skipped == [tmp_path / "bet-seed0"]
+    assert skipped == [tmp_path / "bet-seed0", tmp_path / "offline-seed0"]
     assert sorted(groups) == [("BlockPush", "mlp"), ("BlockPush", "vqbet")]
     plain = results_table.summarize_group(groups[("BlockPush", "vqbet")])
     assert plain["per_seed"] == [0.8, 0.6] and plain["success"] == pytest.approx(0.7)
@@ -49,7 +51,7 @@ def test_groups_seeds_and_prefers_the_named_re_evaluation(tmp_path, capsys):
     assert "| BlockPush | expert (training demonstrations) | - | 1.000 |" in out
     assert "| BlockPush | vqbet | 2 x 100 | 0.75 (0.80 / 0.70) |" in out
     assert "| BlockPush | vqbet, seed 1 | 1 x 100 | 0.70 (0.70) |" in out
-    assert "skipped (no results.json): " + str(tmp_path / "bet-seed0") in out
+    assert "skipped (no results.json, or an offline run): " + str(tmp_path / "bet-seed0") in out
 
 
 def test_bad_results_name_the_file(tmp_path):
