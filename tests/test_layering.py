@@ -58,8 +58,10 @@ def test_library_never_imports_hydra_or_scripts_and_only_the_pipeline_imports_en
         assert not roots(at_import[file]) & {"mujoco", "envs"}, f"{file} imports envs at import time"
 
 
-def test_vqbet_imports_without_mujoco_or_envs():
-    blocked = "import sys; sys.modules['mujoco'] = sys.modules['envs'] = None"
+def test_vqbet_imports_without_mujoco_envs_or_the_optional_readers():
+    blocked = (
+        "import sys; sys.modules.update(dict.fromkeys(['mujoco', 'envs', 'pyarrow', 'zarr', 'av', 'minari']))"
+    )
     code = f"{blocked}; import vqbet, vqbet.pipeline, vqbet.policies; print(sorted(vqbet.policies.POLICIES))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
