@@ -27,7 +27,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-import envs
+from envs.experts import EXPERTS
 from envs.rollout import expert_episode
 from vqbet.metrics import order_entropy, wilson_interval
 from vqbet.pipeline import collect, env_factory
@@ -83,7 +83,7 @@ def mlp_contrast(env_id: str, episodes: list[dict], steps: int, eval_episodes: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--episodes", type=int, default=200)
-    parser.add_argument("--tasks", nargs="*", default=sorted(envs.TASKS))
+    parser.add_argument("--tasks", nargs="*", default=sorted(EXPERTS))  # the tasks with an expert
     parser.add_argument("--mlp-steps", type=int, default=1500, help="MLP-BC training steps (0: skip)")
     args = parser.parse_args()
     expert_runs = {}
