@@ -21,7 +21,23 @@ _INSTABILITY_WARNINGS = (
 TOP_CAMERA = {"distance": 3.0, "elevation": -90.0, "azimuth": 90.0, "lookat": np.zeros(3)}
 
 
-class PlanarTaskEnv(MujocoEnv):
+class StabilityChecks:
+    """For MujocoEnv subclasses: whether the state is finite and whether MuJoCo flagged a bad
+    step (it resets the state itself on a bad acceleration and only counts a warning)."""
+
+    data: Any
+
+    def _warnings(self) -> int:
+        return sum(int(self.data.warning[w].number) for w in _INSTABILITY_WARNINGS)
+
+    def _finite_state(self) -> bool:
+        return bool(np.isfinite(self.data.qpos).all() and np.isfinite(self.data.qvel).all())
+
+    def _unstable(self, warnings_before: int) -> bool:
+        return not self._finite_state() or self._warnings() > warnings_before
+
+
+class PlanarTaskEnv(StabilityChecks, MujocoEnv):
     """A MujocoEnv seen from above, with a position-controlled point agent on slide joints.
 
     Subclasses give the XML file, the observation size and the task logic (`_task_reset`,
@@ -75,16 +91,6 @@ class PlanarTaskEnv(MujocoEnv):
     def body_xy(self, name: str) -> np.ndarray:
         """(2,) position of a body in the plane."""
         return self.data.body(name).xpos[:2].copy()
-
-    def _warnings(self) -> int:
-        return sum(int(self.data.warning[w].number) for w in _INSTABILITY_WARNINGS)
-
-    def _finite_state(self) -> bool:
-        return bool(np.isfinite(self.data.qpos).all() and np.isfinite(self.data.qvel).all())
-
-    def _unstable(self, warnings_before: int) -> bool:
-        # MuJoCo resets the state itself on a bad acceleration and only counts a warning.
-        return not self._finite_state() or self._warnings() > warnings_before
 
     def _end_unstable(self) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """End the episode as a failure: `info["unstable"] = True`, a finite (reset) state."""

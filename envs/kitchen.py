@@ -29,6 +29,8 @@ import numpy as np
 from gymnasium.envs.mujoco import MujocoEnv
 from gymnasium.spaces import Box
 
+from envs.base import StabilityChecks
+
 OBS_ELEMENT_INDICES = {  # qpos indices of each sub-task's object joints (FrankaKitchen-v1)
     "bottom burner": np.array([11, 12]),
     "top burner": np.array([15, 16]),
@@ -59,11 +61,6 @@ INIT_QPOS = np.array(  # FrankaKitchen-v1's start: the arm above the counter, ev
     ]
 )
 CAMERA = {"distance": 2.2, "azimuth": 70.0, "elevation": -35.0, "lookat": np.array([-0.2, 0.5, 2.0])}
-_INSTABILITY_WARNINGS = (
-    mujoco.mjtWarning.mjWARN_BADQACC,
-    mujoco.mjtWarning.mjWARN_BADQPOS,
-    mujoco.mjtWarning.mjWARN_BADQVEL,
-)
 
 
 def assets() -> Path:
@@ -89,7 +86,7 @@ def joint_specs(config: Path, count: int) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in out.items()}
 
 
-class KitchenEnv(MujocoEnv):
+class KitchenEnv(StabilityChecks, MujocoEnv):
     """Franka Kitchen with four sub-tasks in any order; see the module doc."""
 
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 12}  # noqa: RUF012
@@ -164,12 +161,6 @@ class KitchenEnv(MujocoEnv):
         qvel += vel_amp * self.np_random.uniform(-1.0, 1.0, qvel.shape)
         return np.concatenate([qpos[:9], qvel[:9], qpos[9:], qvel[9:]])
 
-    def _finite_state(self) -> bool:
-        return bool(np.isfinite(self.data.qpos).all() and np.isfinite(self.data.qvel).all())
-
-    def _warnings(self) -> int:
-        return sum(int(self.data.warning[w].number) for w in _INSTABILITY_WARNINGS)
-
     def step(self, action: np.ndarray):
         action = np.asarray(action, dtype=np.float64)
         if action.shape != self.action_space.shape:
@@ -180,7 +171,7 @@ class KitchenEnv(MujocoEnv):
             velocity = np.clip(2.0 * np.clip(action, -1.0, 1.0), *self.vel_bound.T)
             target = np.clip(self.data.qpos[:9] + velocity * self.dt, *self.pos_bound.T)
             self.do_simulation(target, self.frame_skip)
-        if not finite or not self._finite_state() or self._warnings() > warnings_before:
+        if not finite or self._unstable(warnings_before):
             mujoco.mj_resetData(self.model, self.data)
             return self._get_obs(), 0.0, True, False, self._info(unstable=True)
         before = len(self.completed)

@@ -131,7 +131,7 @@ def load_demonstrations(
     return data
 
 
-def prepare_run_dir(run: RunConfig, data: EpisodeData) -> None:
+def prepare_run_dir(run: RunConfig, content_hash: str) -> None:
     """Refuse to start where a run would be lost or mixed up: a fresh start over an existing run
     (unless `overwrite`), a resume whose config or dataset differs from the stored run's."""
     cfg, run_dir = run.raw, Path(run.raw["run_dir"])
@@ -151,7 +151,7 @@ def prepare_run_dir(run: RunConfig, data: EpisodeData) -> None:
             raise ValueError(f"resume=true, but the config differs from the run's own ({stored}):\n{listed}")
     if (last / "config.json").is_file():
         recorded = read_json(last).get("metadata", {}).get("demonstrations", {}).get("content_sha256")
-        if recorded is not None and recorded != data.content_hash():
+        if recorded is not None and recorded != content_hash:
             raise ValueError(
                 f"resume=true, but {cfg['task']['dataset']} is not the dataset {last} was trained on "
                 "(its content hash differs)"
@@ -171,7 +171,8 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     device = resolve_device(run.train.device)
     rank, world, _ = setup_distributed(device)
     data = load_demonstrations(run, rank, world, preloaded)
-    prepare_run_dir(run, data)
+    content_hash = data.content_hash()
+    prepare_run_dir(run, content_hash)
     train_eps, val_eps = split_episodes(data.num_episodes, run.data.val_fraction, seed=seed)
     shape = dict(obs_window=int(task["obs_window"]), action_chunk=int(task["action_chunk"]))
     train_set = TrajectoryWindows(data, episodes=train_eps, **shape)
@@ -184,7 +185,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(seed)
     policy = build_policy(cfg)  # afresh after the seed: the weights do not depend on the checks
     demonstrations = {k: data.attrs[k] for k in DEMONSTRATION_KEYS if k in data.attrs}
-    demonstrations.update(path=str(task["dataset"]), content_sha256=data.content_hash())
+    demonstrations.update(path=str(task["dataset"]), content_sha256=content_hash)
     policy.metadata.update(task=task, demonstrations=demonstrations)
     from torch.utils.tensorboard import SummaryWriter
 
