@@ -4,8 +4,9 @@ throughput against raw env stepping.
     python scripts/bench_policy.py              # ~4 minutes on 2 CPU cores
     python scripts/bench_policy.py --only-eval --profile 12   # evaluation rows and profiler tables
 
-Configs: our default (configs/policy/vqbet.yaml on MultiReach) and VQ-BeT's Kitchen config (GPT 6
-layers, 6 heads, n_embd 120, To 10, K 16, L 2, heads 1024 wide), measured in the same run.
+Configs: our default (configs/policy/vqbet.yaml on MultiReach) and VQ-BeT's Kitchen config at its
+shape (obs 60, action 9, GPT 6 layers, 6 heads, n_embd 120, To 10, K 16, L 2, heads 1024 wide),
+measured in the same run; training in float32 and in bf16 autocast (train.amp) in alternating pairs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqbet.benchmark import CONFIGS, OBS_DIM, act_latency_ms, make_policy, random_batch, train_samples_per_s
+from vqbet.benchmark import (
+    CONFIGS,
+    OBS_DIM,
+    OFFICIAL_KITCHEN_SAMPLES_PER_S,
+    act_latency_ms,
+    amp_speedup,
+    make_policy,
+    random_batch,
+    train_samples_per_s,
+)
+from vqbet.train_policy import native_bf16
 from vqbet.train import decay_groups
 from vqbet.train_policy import compile_network
 
@@ -188,6 +199,26 @@ def model_rows(steps: int, device: torch.device, compiled: bool) -> None:
         )
 
 
+def precision_rows(steps: int, device: torch.device) -> None:
+    """float32 vs bf16 autocast training (train.amp), alternating pairs, at both shapes."""
+    if not native_bf16(device):
+        print("\nprecision: this CPU has no native bf16 (AVX512-BF16 or AMX), train.amp trains in float32")
+        return
+    print(
+        "\n| training precision, batch 256 | float32 samples/s | bf16 autocast samples/s "
+        "| bf16 / float32 (median of 3 pairs) | bf16 / official VQ-BeT |"
+    )
+    print("|---|---|---|---|---|")
+    for name in CONFIGS:
+        fp32, bf16, ratio = amp_speedup(name, 256, steps, device)
+        official = f"{bf16 / OFFICIAL_KITCHEN_SAMPLES_PER_S:.2f}x" if "Kitchen" in name else "-"
+        print(f"| {name} | {fp32:,.0f} | {bf16:,.0f} | {ratio:.2f}x | {official} |", flush=True)
+    print(
+        f"(official VQ-BeT at the Kitchen shape: {OFFICIAL_KITCHEN_SAMPLES_PER_S} samples/s, measured on "
+        "this machine type in an earlier session, not in this run)"
+    )
+
+
 def loading_and_ddp_rows(steps: int, device: torch.device) -> None:
     load_ms, train_ms = data_loading_share(256, steps)
     print(
@@ -231,6 +262,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU\n")
     if not args.only_eval:
         model_rows(args.steps, device, args.compile)
+        precision_rows(args.steps, device)
         loading_and_ddp_rows(args.steps, device)
     eval_rows()
     if args.profile:

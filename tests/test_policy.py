@@ -384,3 +384,35 @@ def test_chunks_are_normalised_once_and_made_raw_once():
 def test_string_options_and_ranges_are_checked_where_configs_are_built(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_amp_is_bf16_autocast_where_bf16_is_native_and_float32_elsewhere(monkeypatch, capsys):
+    from vqbet import train_policy as tp
+
+    cpu = torch.device("cpu")
+    layer = torch.nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    monkeypatch.setattr(tp, "native_bf16", lambda device: True)
+    with tp.training_autocast(cpu, True):
+        assert layer(x).dtype == torch.bfloat16
+    with tp.training_autocast(cpu, False):
+        assert layer(x).dtype == torch.float32
+    monkeypatch.setattr(tp, "native_bf16", lambda device: False)
+    with tp.training_autocast(cpu, True, say=True):
+        assert layer(x).dtype == torch.float32
+    assert "no native bf16" in capsys.readouterr().out
+
+
+def test_bf16_training_keeps_float32_state_and_learns_like_float32(tmp_path, monkeypatch):
+    from vqbet import train_policy as tp
+
+    monkeypatch.setattr(tp, "native_bf16", lambda device: True)
+    policy, state = fitted_policy(tmp_path / "bf16", steps=150, dropout=0.0)
+    assert all(p.dtype == torch.float32 for p in policy.parameters())
+    monkeypatch.setattr(tp, "native_bf16", lambda device: False)
+    _, reference = fitted_policy(tmp_path / "fp32", steps=150, dropout=0.0)
+    final = [h["loss"] for h in state["history"] if "loss" in h]
+    final_fp32 = [h["loss"] for h in reference["history"] if "loss" in h]
+    assert final[-1] < 0.5 * final[0]
+    assert final[-1] == pytest.approx(final_fp32[-1], rel=0.25)
+    assert final[-1] != final_fp32[-1]  # the autocast path really ran

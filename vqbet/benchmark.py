@@ -12,15 +12,23 @@ import torch
 from vqbet.policies import VQBeTConfig, VQBeTPolicy
 from vqbet.tokenizer import ActionTokenizer
 from vqbet.train import decay_groups
+from vqbet.train_policy import training_autocast
 
 OBS_DIM, ACTION_DIM = 6, 2
+"""MultiReach's observation and action sizes, those of the default config."""
+OFFICIAL_KITCHEN_SAMPLES_PER_S = 493
+"""The official VQ-BeT implementation's training samples/s at the Kitchen shape (batch 256, 2
+threads, torch 2.13 CPU), measured on this project's 2-core CPU machine in an earlier session
+(issue 16); printed beside our figure, which is measured in the benchmark's own run."""
 
 CONFIGS = {
     "default (4x4x128, To 5, Ta 5)": dict(
+        dims=(OBS_DIM, ACTION_DIM),
         policy=dict(obs_window=5, action_chunk=5),
         tokenizer=dict(chunk_size=5, num_layers=2, codebook_size=16),
     ),
-    "VQ-BeT Kitchen (6x6x120, To 10, Ta 1)": dict(
+    "VQ-BeT Kitchen (obs 60, action 9, 6x6x120, To 10, Ta 1)": dict(
+        dims=(60, 9),
         policy=dict(
             obs_window=10, action_chunk=1, n_layer=6, n_head=6, n_embd=120, head_hidden=1024, dropout=0.1
         ),
@@ -30,11 +38,13 @@ CONFIGS = {
 
 
 def make_policy(name: str) -> VQBeTPolicy:
+    """The benchmarked VQ-BeT policy `name` of CONFIGS, normalisers fitted on random data."""
     spec = CONFIGS[name]
-    tokenizer = ActionTokenizer(action_dim=ACTION_DIM, **spec["tokenizer"])
-    tokenizer.normalizer.fit(torch.randn(1000, ACTION_DIM))
-    policy = VQBeTPolicy(VQBeTConfig(obs_dim=OBS_DIM, action_dim=ACTION_DIM, **spec["policy"]), tokenizer)
-    policy.obs_normalizer.fit(torch.randn(1000, OBS_DIM))
+    obs_dim, action_dim = spec["dims"]
+    tokenizer = ActionTokenizer(action_dim=action_dim, **spec["tokenizer"])
+    tokenizer.normalizer.fit(torch.randn(1000, action_dim))
+    policy = VQBeTPolicy(VQBeTConfig(obs_dim=obs_dim, action_dim=action_dim, **spec["policy"]), tokenizer)
+    policy.obs_normalizer.fit(torch.randn(1000, obs_dim))
     policy.freeze_statistics()
     return policy
 
@@ -54,7 +64,7 @@ def train_samples_per_s(
     policy.to(device).train()
     data = random_batch(policy, batch, device)
     optimizer = torch.optim.AdamW(decay_groups(policy, 0.01), lr=1e-4)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    autocast = training_autocast(device, amp)
 
     def step() -> None:
         with autocast:
@@ -75,11 +85,24 @@ def train_samples_per_s(
     return batch * steps / (time.perf_counter() - start)
 
 
+def amp_speedup(name: str, batch: int, steps: int, device: torch.device, pairs: int = 3) -> tuple:
+    """(float32 samples/s, bf16-autocast samples/s, speed-up) of config `name`: medians of `pairs`
+    alternating measurements, the speed-up the median of the per-pair ratios (this VM's speed
+    drifts by tens of percent between minutes; a pair sees the same drift)."""
+    fp32, bf16 = [], []
+    for _ in range(pairs):
+        for amp, out in ((False, fp32), (True, bf16)):
+            torch.manual_seed(0)
+            out.append(train_samples_per_s(make_policy(name), batch, steps, device, amp=amp))
+    ratio = statistics.median(b / f for f, b in zip(fp32, bf16, strict=True))
+    return statistics.median(fp32), statistics.median(bf16), ratio
+
+
 @torch.no_grad()
 def act_latency_ms(policy: VQBeTPolicy, batch: int, calls: int, device: torch.device) -> tuple[float, float]:
     """Median ms of select_action: (ensemble mode = a model call every step, queue mode average)."""
     policy.to(device).eval()
-    obs = np.random.default_rng(0).normal(size=(batch, OBS_DIM)).astype(np.float32)
+    obs = np.random.default_rng(0).normal(size=(batch, policy.config.obs_dim)).astype(np.float32)
     out = []
     for mode in ("ensemble", "queue"):
         policy.config.execution = mode
