@@ -33,9 +33,8 @@ from vqbet.benchmark import (
     random_batch,
     train_samples_per_s,
 )
-from vqbet.train_policy import native_bf16
 from vqbet.train import decay_groups
-from vqbet.train_policy import compile_network
+from vqbet.train_policy import compile_network, native_bf16
 
 
 def data_loading_share(batch: int, steps: int) -> tuple[float, float]:
