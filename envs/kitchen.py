@@ -117,6 +117,11 @@ class KitchenEnv(StabilityChecks, MujocoEnv):
             default_camera_config=CAMERA,
         )
         self.metadata = dict(self.metadata, render_fps=round(1.0 / self.dt))
+        # Headless CPU rendering (EGL, no GPU) took 0.42 s per 96x96 frame with the scene's four
+        # shadow-casting lights, reflections and 8x multisampling; 23 ms without them.
+        self.model.light_castshadow[:] = 0
+        self.model.mat_reflectance[:] = 0.0
+        self.model.vis.quality.offsamples = 0
         self.action_space = Box(-1.0, 1.0, shape=(9,), dtype=np.float32)
         specs = joint_specs(folder / "franka_assets" / "franka_config.xml", self.model.nv)
         self.pos_bound, self.vel_bound = specs["pos_bound"][:9], specs["vel_bound"][:9]

@@ -175,6 +175,10 @@ def test_dataset_outliers_and_broken_files_are_named(tmp_path):
         obs=rng.normal(size=(500, 3)), action=rng.normal(size=(500, 2)), episode_ends=[200, 500]
     )
     check_outliers(good, 1000)
+    noisy = good.obs.copy()
+    noisy[:, 1] = rng.uniform(-3e-5, 3e-5, 500)  # a resting object's velocity: sensor noise ...
+    noisy[[50, 51], 1] = 1.5  # ... and the moment the arm knocks it: data, not an outlier
+    check_outliers(EpisodeData(obs=noisy, action=good.action, episode_ends=[200, 500]), 1000)
     good.obs[321, 2] = 1e30
     good.source = "demo.hdf5"
     with pytest.raises(ValueError, match=r"demo.hdf5: 'obs' row 321, column 2 holds 1e\+30"):

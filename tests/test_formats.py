@@ -2,6 +2,7 @@
 back exactly, cameras are read lazily, bad files give named errors; LeRobot v3 export round trip."""
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -283,3 +284,73 @@ def test_convert_script_round_trip_and_training_reads_other_formats(tmp_path):
     ]
     missing = convert(f"source={tmp_path / 'ours.hdf5'}", f"out={tmp_path / 'x'}", "to=lerobot")
     assert missing.returncode == 1 and "records no frame rate: pass fps=" in missing.stderr
+
+
+def write_d4rl_kitchen_like(root, dataset_id="D4RL/kitchen/complete-v2", episodes=3, steps=6):
+    """A small Minari dataset with D4RL kitchen's observation dict: `observation` (59,) and
+    `achieved_goal` / `desired_goal` dicts per sub-task. Returns the observations written."""
+    import minari
+    from gymnasium.spaces import Box, Dict
+    from minari.data_collector import EpisodeBuffer
+
+    sizes = {"microwave": 1, "kettle": 7, "light switch": 2, "slide cabinet": 1}
+    goals = Dict({t: Box(-np.inf, np.inf, (n,), np.float64) for t, n in sizes.items()})
+    state = Box(-np.inf, np.inf, (59,), np.float64)
+    space = Dict({"observation": state, "achieved_goal": goals, "desired_goal": goals})
+    rng = np.random.default_rng(0)
+    buffers, written = [], []
+    for i in range(episodes):
+        obs = {
+            "observation": rng.normal(size=(steps + 1, 59)),
+            "achieved_goal": {t: rng.normal(size=(steps + 1, n)) for t, n in sizes.items()},
+            "desired_goal": {t: np.ones((steps + 1, n)) for t, n in sizes.items()},
+        }
+        written.append(obs)
+        buffers.append(
+            EpisodeBuffer(
+                id=i,
+                observations=obs,
+                actions=rng.uniform(-1, 1, (steps, 9)).astype(np.float32),
+                rewards=np.zeros(steps),
+                terminations=np.eye(1, steps, steps - 1, dtype=bool)[0],
+                truncations=np.zeros(steps, dtype=bool),
+                infos={},
+            )
+        )
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        minari.create_dataset_from_buffers(
+            dataset_id,
+            buffers,
+            observation_space=space,
+            action_space=Box(-1, 1, (9,), np.float32),
+            algorithm_name="test",
+            data_format="hdf5",
+        )
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH")
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+    return written
+
+
+def test_minari_kitchen_dict_observations_become_the_flat_state(tmp_path, monkeypatch):
+    pytest.importorskip("minari")
+    written = write_d4rl_kitchen_like(tmp_path)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    data = load_dataset("D4RL/kitchen/complete-v2")  # by id, as task.dataset= passes it
+    assert data.obs.shape == (18, 59) and data.action.shape == (18, 9)
+    expected = np.concatenate([w["observation"][:-1] for w in written]).astype(np.float32)
+    np.testing.assert_array_equal(data.obs, expected)  # the final observation of each episode dropped
+    assert data.attrs["obs_keys"] == ["observation"]
+    folder = tmp_path / "D4RL" / "kitchen" / "complete-v2"
+    keys = ["observation", "desired_goal/microwave", "achieved_goal/kettle"]
+    wide = load_dataset(folder, obs_keys=keys)
+    assert wide.obs.shape == (18, 59 + 1 + 7)
+    np.testing.assert_array_equal(wide.obs[:6, 59:60], np.ones((6, 1), np.float32))
+    kettle = written[0]["achieved_goal"]["kettle"][:-1].astype(np.float32)
+    np.testing.assert_array_equal(wide.obs[:6, 60:], kettle)
+    with pytest.raises(ValueError, match=r"\['achieved_goal/oven'\] not found.*'achieved_goal/kettle'"):
+        load_dataset(folder, obs_keys=["observation", "achieved_goal/oven"])

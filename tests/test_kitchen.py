@@ -27,7 +27,7 @@ def rollout(seed: int, steps: int = 30) -> np.ndarray:
 def test_spaces_and_seeded_determinism():
     env = gym.make("vqbet/Kitchen-v0")
     assert env.observation_space.shape == (59,) and env.action_space.shape == (9,)
-    assert env.spec.max_episode_steps == 400 and env.unwrapped.num_modes == 24
+    assert env.spec.max_episode_steps == 600 and env.unwrapped.num_modes == 24
     a, b, c = rollout(3), rollout(3), rollout(4)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert np.abs(a[-1, :7] - a[0, :7]).max() > 0.1  # the arm moved
@@ -78,3 +78,36 @@ def test_a_nan_action_ends_the_episode_unstable():
     assert terminated and info["unstable"] and not info["is_success"] and np.isfinite(obs).all()
     with pytest.raises(ValueError, match=r"action must have shape \(9,\)"):
         env.step(np.zeros(2))
+
+
+def test_the_arm_controller_brings_the_finger_pads_to_a_pose():
+    from envs.experts.arm import ArmController
+
+    env = gym.make("vqbet/Kitchen-v0")
+    env.reset(seed=0)
+    arm = ArmController(env.unwrapped)
+    arm.reset()
+    target = arm.pad() + np.array([-0.1, 0.15, 0.1])
+    rotation = arm.orientation()
+    for _ in range(40):
+        action = arm.action(target, rotation, grip=1.0, speed=0.5)
+        assert action.shape == (9,) and np.abs(action).max() <= 1.0
+        env.step(action)
+    assert np.linalg.norm(arm.pad() - target) < 0.01
+    turned = arm.orientation().T @ rotation
+    assert np.arccos(np.clip((np.trace(turned) - 1) / 2, -1, 1)) < 0.05  # orientation held
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_the_expert_completes_all_four_subtasks_in_its_chosen_order(seed):
+    from envs.rollout import expert_episode
+
+    env = gym.make("vqbet/Kitchen-v0")
+    episode = expert_episode(env, seed)
+    assert episode["success"] and episode["info"]["tasks_completed"] == 4
+    assert episode["order"] == episode["mode"] and sorted(episode["mode"]) == [0, 1, 2, 3]
+    assert episode["length"] < env.spec.max_episode_steps
+    again = expert_episode(env, seed)
+    assert np.array_equal(episode["action"], again["action"])  # seeded: same demonstration
+    other = expert_episode(env, seed + 1)
+    assert other["mode"] != episode["mode"] or not np.array_equal(other["action"], episode["action"])

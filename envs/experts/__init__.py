@@ -11,6 +11,7 @@ from typing import Any
 
 from envs.experts.base import CurvedPath, Expert
 from envs.experts.blockpush import BlockPushExpert
+from envs.experts.kitchen import KitchenExpert
 from envs.experts.multireach import MultiReachExpert
 from envs.experts.pusht import PushTExpert
 
@@ -18,6 +19,7 @@ EXPERTS: dict[str, type[Expert]] = {
     "MultiReach": MultiReachExpert,
     "BlockPush": BlockPushExpert,
     "PushT": PushTExpert,
+    "Kitchen": KitchenExpert,
 }
 """Expert class by task name (the env class name without "Env")."""
 
@@ -26,6 +28,7 @@ __all__ = [
     "BlockPushExpert",
     "CurvedPath",
     "Expert",
+    "KitchenExpert",
     "MultiReachExpert",
     "PushTExpert",
     "make_expert",

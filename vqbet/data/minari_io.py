@@ -4,6 +4,12 @@ and read a Minari dataset into the same in-memory form.
 Minari stores T+1 observations per episode (the last one after the final action); vqbet stores T.
 Export appends the episode's last observation once more; import drops the final observation. vqbet's
 metadata travels as JSON in the Minari description.
+
+Dict observations (Gymnasium-Robotics' goal-conditioned tasks, e.g. D4RL's Franka Kitchen with
+`observation`, `achieved_goal` and `desired_goal`, the goals a dict per sub-task) are flattened to
+one state vector: the keys named in `obs_keys` ("achieved_goal/microwave" for a nested one) are
+concatenated in that order; by default `observation` alone, which for D4RL kitchen is exactly
+vqbet/Kitchen-v0's 59-D state (the goals repeat the object joints, or are constant).
 """
 
 from __future__ import annotations
@@ -91,9 +97,45 @@ def export_minari(
         return Path(dataset.spec.data_path).parent
 
 
-def read_minari(dataset_id: str, *, root: str | os.PathLike | None = None) -> EpisodeData:
-    """Read local Minari dataset `dataset_id` (never downloads) into an EpisodeData."""
+DEFAULT_DICT_KEYS = ("observation",)
+
+
+def flat_observations(observations: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    """Arrays (T+1, d) of a (possibly nested) dict observation by "key/subkey" name."""
+    if not isinstance(observations, dict):
+        array = np.asarray(observations)
+        return {prefix: array.reshape(len(array), -1)}
+    flat: dict[str, np.ndarray] = {}
+    for key, value in observations.items():
+        flat.update(flat_observations(value, f"{prefix}/{key}" if prefix else str(key)))
+    return flat
+
+
+def state_from_observations(observations: Any, obs_keys: list[str] | None, where: str) -> np.ndarray:
+    """The flat state (T+1, D): a Box observation as it is, a dict one as its `obs_keys`
+    (default `observation`) concatenated in order."""
+    if not isinstance(observations, dict):
+        if obs_keys and list(obs_keys) != ["obs"]:
+            raise ValueError(
+                f"{where}: observations are one flat Box ('obs'); obs_keys {obs_keys} do not apply"
+            )
+        return np.asarray(observations)
+    flat = flat_observations(observations)
+    keys = list(obs_keys or DEFAULT_DICT_KEYS)
+    missing = [k for k in keys if k not in flat]
+    if missing:
+        raise ValueError(f"{where}: observation keys {missing} not found; the dataset has {sorted(flat)}")
+    return np.concatenate([flat[k] for k in keys], axis=1)
+
+
+def read_minari(
+    dataset_id: str, *, root: str | os.PathLike | None = None, obs_keys: list[str] | None = None
+) -> EpisodeData:
+    """Read local Minari dataset `dataset_id` (never downloads) into an EpisodeData; dict
+    observations become the concatenation of `obs_keys` (see the module doc)."""
     minari = _minari()
+    from gymnasium.spaces import Dict
+
     with _datasets_root(root):
         try:
             dataset = minari.load_dataset(dataset_id, download=False)
@@ -101,7 +143,8 @@ def read_minari(dataset_id: str, *, root: str | os.PathLike | None = None) -> Ep
             raise FileNotFoundError(f"Minari dataset {dataset_id!r} not found locally: {err}") from None
     episodes = []
     for episode in dataset.iterate_episodes():
-        obs = np.asarray(episode.observations, dtype=np.float32)
+        where = f"Minari dataset {dataset_id!r}, episode {episode.id}"
+        obs = state_from_observations(episode.observations, obs_keys, where).astype(np.float32)
         actions = np.asarray(episode.actions, dtype=np.float32)
         if obs.ndim != 2 or actions.ndim != 2:
             raise ValueError(
@@ -113,6 +156,8 @@ def read_minari(dataset_id: str, *, root: str | os.PathLike | None = None) -> Ep
     attrs: dict[str, Any] = {}
     if description.startswith(DESCRIPTION_PREFIX):
         attrs = json.loads(description[len(DESCRIPTION_PREFIX) :])
+    if isinstance(dataset.observation_space, Dict):
+        attrs["obs_keys"] = list(obs_keys or DEFAULT_DICT_KEYS)
     data = EpisodeData.from_episodes(episodes, attrs=attrs)
     data.source = f"minari:{dataset_id}"
     return data

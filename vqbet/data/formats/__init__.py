@@ -65,17 +65,17 @@ def detect_format(source: str | os.PathLike) -> str:
     )
 
 
-def _read_minari(source: str | os.PathLike) -> EpisodeData:
+def _read_minari(source: str | os.PathLike, obs_keys: list[str] | None) -> EpisodeData:
     from vqbet.data.minari_io import read_minari
 
     path = Path(source)
     if not path.exists():
-        return read_minari(str(source))
+        return read_minari(str(source), obs_keys=obs_keys)
     file = path / "data" / "metadata.json"
     dataset_id = json.loads(file.read_text()).get("dataset_id") if file.is_file() else None
     if not dataset_id:
         raise ValueError(f"{path}: a Minari dataset folder needs data/metadata.json with its dataset_id")
-    return read_minari(dataset_id, root=path.parents[len(dataset_id.split("/")) - 1])
+    return read_minari(dataset_id, root=path.parents[len(dataset_id.split("/")) - 1], obs_keys=obs_keys)
 
 
 def load_dataset(
@@ -100,8 +100,13 @@ def load_dataset(
         data = read_zarr(source, **keys)
     elif kind == "lerobot":
         data = read_lerobot(source, **keys)
+    elif kind == "minari":
+        data = _read_minari(source, [obs_keys] if isinstance(obs_keys, str) else obs_keys)
+        pick(action_key, ["action"], ["action"], f"{source} (minari)")
+        if image_keys:
+            raise ValueError(f"{source}: images from Minari datasets are not supported")
     else:
-        data = read_hdf5(source) if kind == "hdf5" else _read_minari(source)
+        data = read_hdf5(source)
         where = f"{source} ({kind})"
         pick(obs_keys, ["obs"], ["obs"], where)
         pick(action_key, ["action"], ["action"], where)
