@@ -29,6 +29,7 @@ from vqbet.benchmark import (
     OFFICIAL_KITCHEN_SAMPLES_PER_S,
     act_latency_ms,
     amp_speedup,
+    chunk_call_ms,
     make_policy,
     random_batch,
     train_samples_per_s,
@@ -218,6 +219,26 @@ def precision_rows(steps: int, device: torch.device) -> None:
     )
 
 
+def export_rows(calls: int = 200) -> None:
+    """Model call at batch 1 and 64: the eager policy vs its exported program, alternating."""
+    print("\n| config | batch | eager predict_action_chunk ms | exported program ms | exported / eager |")
+    print("|---|---|---|---|---|")
+    for name in CONFIGS:
+        torch.manual_seed(0)
+        policy = make_policy(name)
+        for batch in (1, 64):
+            eager, exported = [], []
+            for _ in range(3):
+                eager.append(chunk_call_ms(policy, batch, calls))
+                exported.append(chunk_call_ms(policy, batch, calls, exported=True))
+            ratio = statistics.median(x / e for e, x in zip(eager, exported, strict=True))
+            print(
+                f"| {name} | {batch} | {statistics.median(eager):.2f} | {statistics.median(exported):.2f} "
+                f"| {ratio:.2f} |",
+                flush=True,
+            )
+
+
 def loading_and_ddp_rows(steps: int, device: torch.device) -> None:
     load_ms, train_ms = data_loading_share(256, steps)
     print(
@@ -262,6 +283,7 @@ def main() -> None:
     if not args.only_eval:
         model_rows(args.steps, device, args.compile)
         precision_rows(args.steps, device)
+        export_rows()
         loading_and_ddp_rows(args.steps, device)
     eval_rows()
     if args.profile:

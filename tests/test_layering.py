@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {p.stem for p in (ROOT / "scripts").glob("*.py")}
 
@@ -100,3 +102,22 @@ def test_scripts_and_tests_import_no_script_and_edit_no_sys_path():
             bad = roots(names) & (SCRIPTS | {"scripts"})
             assert not bad, f"{file} imports the script(s) {bad}"
             assert not re.search(r"sys\.path\.(insert|append)", file.read_text()), file
+
+
+def test_an_exported_policy_acts_with_torch_alone(tmp_path):
+    from test_policy_contract import fitted
+
+    policy, _ = fitted("vqbet")
+    policy.export(tmp_path / "deploy")
+    obs = torch.randn(4, 3, 2)
+    torch.save(policy.predict_action_chunk(obs), tmp_path / "expected.pt")
+    torch.save(obs, tmp_path / "obs.pt")
+    code = (
+        "import sys; sys.modules['vqbet'] = None\n"  # no vqbet at all in this process
+        "import torch\n"
+        f"program = torch.export.load({str(tmp_path / 'deploy' / 'program.pt2')!r}).module()\n"
+        f"obs = torch.load({str(tmp_path / 'obs.pt')!r})\n"
+        f"expected = torch.load({str(tmp_path / 'expected.pt')!r})\n"
+        "assert torch.equal(program(obs), expected)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)

@@ -168,3 +168,18 @@ def test_format_one_checkpoints_still_load(tmp_path, name):
     torch.testing.assert_close(loaded.predict_action_chunk(obs), policy.predict_action_chunk(obs))
     if name != "mlp":
         assert loaded.tokenizer.config.relative_to == [0, 1]  # the frame the codes were fitted in
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_exported_program_acts_like_the_eager_policy(name, tmp_path):
+    from vqbet.export import ExportedPolicy
+
+    policy, _ = fitted(name)
+    folder = policy.export(tmp_path / "deploy", max_batch=64)
+    acting = ExportedPolicy.load(folder)
+    for batch in (1, 5):
+        obs = torch.randn(batch, 3, 2)
+        expected = policy.predict_action_chunk(obs)
+        assert torch.equal(acting.predict_action_chunk(obs.numpy()), expected)  # any batch, no recompile
+    with pytest.raises(ValueError, match=r"takes obs \(B, 3, 2\) with 1 <= B <= 64, got \(1, 3, 4\)"):
+        acting.predict_action_chunk(torch.zeros(1, 3, 4))

@@ -99,6 +99,29 @@ def amp_speedup(name: str, batch: int, steps: int, device: torch.device, pairs: 
 
 
 @torch.no_grad()
+def chunk_call_ms(policy: VQBeTPolicy, batch: int, calls: int, exported: bool = False) -> float:
+    """Median ms of one predict_action_chunk call on CPU at `batch`: the eager policy, or its
+    `torch.export` program (`Policy.export`, loaded back as `ExportedPolicy`)."""
+    import tempfile
+
+    from vqbet.export import ExportedPolicy
+
+    policy.to("cpu").eval()
+    c = policy.config
+    obs = torch.randn(batch, c.obs_window, c.obs_dim)
+    call = policy.predict_action_chunk
+    with tempfile.TemporaryDirectory() as tmp:
+        if exported:
+            call = ExportedPolicy.load(policy.export(tmp)).predict_action_chunk
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            call(obs)
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times[5:])
+
+
+@torch.no_grad()
 def act_latency_ms(policy: VQBeTPolicy, batch: int, calls: int, device: torch.device) -> tuple[float, float]:
     """Median ms of select_action: (ensemble mode = a model call every step, queue mode average)."""
     policy.to(device).eval()

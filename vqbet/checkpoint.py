@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,13 @@ def write_folder(
     *,
     json_files: dict[str, dict[str, Any]],
     tensor_files: dict[str, dict[str, Tensor]],
+    other_files: dict[str, Callable[[Path], None]] | None = None,
 ) -> Path:
     """Write a checkpoint folder atomically: every file lands, or the old folder stays as it was.
 
     `json_files` maps file names to JSON-serialisable dicts; `tensor_files` maps file names to
-    {name: tensor} dicts saved as safetensors (copied to CPU and made contiguous).
+    {name: tensor} dicts saved as safetensors (copied to CPU and made contiguous); `other_files`
+    maps file names to functions that write that file, given its path.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +49,8 @@ def write_folder(
         for name, tensors in tensor_files.items():
             plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
             save_file(plain, str(tmp / name))
+        for name, write in (other_files or {}).items():
+            write(tmp / name)
         _fsync_folder(tmp)
         replace_folder(tmp, final)
     except BaseException:

@@ -212,6 +212,13 @@ class Policy(ChunkActing, nn.Module):
             path, json_files={CONFIG_FILE: self.meta()}, tensor_files={WEIGHTS_FILE: self.state_dict()}
         )
 
+    def export(self, path: str | os.PathLike, *, max_batch: int = 4096) -> Path:
+        """A `torch.export` program of acting (obs window -> chunk) in folder `path`, which
+        `vqbet.export.ExportedPolicy.load` (or any `torch.export.load`) runs without this code."""
+        from vqbet.export import export_policy
+
+        return export_policy(self, path, max_batch=max_batch)
+
     @classmethod
     def _from_meta(cls, config: PolicyConfig, meta: dict[str, Any], source: str) -> Policy:
         """An unfitted policy of this family shaped like the checkpoint `meta` describes."""
