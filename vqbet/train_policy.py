@@ -67,7 +67,7 @@ class PolicyTrainConfig:
     amp: bool = True
     """bf16 autocast of the forward pass on CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX;
     elsewhere float32, said once at the start). Weights, gradients, optimizer state and the loss
-    stay float32. At the Kitchen shape it trained 1.69x faster on this 2-core CPU
+    stay float32. At the Kitchen shape it trained 1.86x faster on this 2-core CPU
     (scripts/bench_policy.py)."""
     compile: bool = False
     """torch.compile the policy's network (transformer or MLP) in place: a compile at the start,
