@@ -35,6 +35,7 @@ def train(run_dir: str) -> dict:
         checkpoint_every=6,
         log_every=3,
         device="cpu",
+        amp=False,  # float32: bf16 rounds a global batch differently from its two halves
     )
     train_policy(policy, windows, None, cfg, run_dir, progress=False)
     return {k: v.clone() for k, v in policy.state_dict().items()}
