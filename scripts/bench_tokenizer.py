@@ -4,9 +4,10 @@
     python scripts/bench_tokenizer.py --quick    # smaller sizes, for a smoke run
 
 Table 1 runs our ResidualVQ and vector-quantize-pytorch's ResidualVQ in the same process on the same
-inputs and codebooks, forward only (no autograd), with `--threads` threads, and reports the median
-of repeats. GFLOP/s counts the distance work, 2*K*dim*L per vector, against a float32 matmul of the
-same (N, dim) x (dim, K) shape measured in the same run.
+inputs and codebooks, forward only (no autograd), with `--threads` threads, in alternating pairs of
+blocks: vectors/s are medians, the ratio is the median of the per-pair ratios. GFLOP/s counts the
+distance work, 2*K*dim*L per vector, against a float32 matmul of the same (N, dim) x (dim, K) shape
+measured in the same run.
 Table 2 fits ActionTokenizers with each collapse remedy on multimodal 2-D action chunks and reports
 held-out reconstruction error and per-layer codebook usage.
 """
@@ -34,6 +35,22 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def paired_seconds(ours, ref, pairs: int, calls: int = 3) -> tuple[float, float, float]:
+    """(median s per call of `ours`, of `ref`, median of the per-pair ratios ref / ours): the two
+    run in alternating blocks of `calls` calls, so that each pair sees the same machine speed (this
+    VM drifts by 20-30% from minute to minute, which made separate medians disagree between runs)."""
+    ours(), ref()  # warm-up
+    t_ours, t_ref = [], []
+    for _ in range(pairs):
+        for fn, out in ((ours, t_ours), (ref, t_ref)):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            out.append((time.perf_counter() - start) / calls)
+    ratio = statistics.median(r / o for o, r in zip(t_ours, t_ref, strict=True))
+    return statistics.median(t_ours), statistics.median(t_ref), ratio
+
+
 def copy_codebooks(ours: ResidualVQ, ref) -> None:
     with torch.no_grad():
         for layer, ref_layer in zip(ours.layers, ref.layers, strict=True):
@@ -46,7 +63,7 @@ def copy_codebooks(ours: ResidualVQ, ref) -> None:
 def speed_table(batches: list[int], repeats: int) -> None:
     from vector_quantize_pytorch import ResidualVQ as RefResidualVQ
 
-    print("\nTable 1: speed, vectors/s (median), ours vs vector-quantize-pytorch ResidualVQ")
+    print("\nTable 1: speed, vectors/s (median), ours vs vector-quantize-pytorch ResidualVQ (paired)")
     header = (
         "| dim | K | L | batch | mode | ours vec/s | vqp vec/s | ratio | ours GFLOP/s "
         "| matmul GFLOP/s | % of matmul |"
@@ -70,13 +87,14 @@ def speed_table(batches: list[int], repeats: int) -> None:
                 with torch.no_grad():
                     ours.load_state_dict(snapshot)
                     copy_codebooks(ours, ref)
-                    t_ours = median_seconds(lambda x=x, m=ours: m(x), reps)
-                    t_ref = median_seconds(lambda x=x, m=ref: m(x), reps)
+                    t_ours, t_ref, ratio = paired_seconds(
+                        lambda x=x, m=ours: m(x), lambda x=x, m=ref: m(x), reps
+                    )
                     ours.load_state_dict(snapshot)
                 gflops = 2 * k * dim * layers * batch / t_ours / 1e9
                 print(
                     f"| {dim} | {k} | {layers} | {batch} | {mode} | {batch / t_ours:,.0f} "
-                    f"| {batch / t_ref:,.0f} | {t_ref / t_ours:.2f} | {gflops:.1f} | {roof:.1f} "
+                    f"| {batch / t_ref:,.0f} | {ratio:.2f} | {gflops:.1f} | {roof:.1f} "
                     f"| {100 * gflops / roof:.0f}% |",
                     flush=True,
                 )
