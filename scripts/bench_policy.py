@@ -28,6 +28,7 @@ from vqbet.benchmark import (
     OBS_DIM,
     OFFICIAL_KITCHEN_SAMPLES_PER_S,
     act_latency_ms,
+    alternating_pairs,
     amp_speedup,
     chunk_call_ms,
     make_policy,
@@ -227,14 +228,13 @@ def export_rows(calls: int = 200) -> None:
         torch.manual_seed(0)
         policy = make_policy(name)
         for batch in (1, 64):
-            eager, exported = [], []
-            for _ in range(3):
-                eager.append(chunk_call_ms(policy, batch, calls))
-                exported.append(chunk_call_ms(policy, batch, calls, exported=True))
-            ratio = statistics.median(x / e for e, x in zip(eager, exported, strict=True))
+            eager, exported, ratio = alternating_pairs(
+                lambda b=batch, p=policy: chunk_call_ms(p, b, calls),
+                lambda b=batch, p=policy: chunk_call_ms(p, b, calls, exported=True),
+                pairs=3,
+            )
             print(
-                f"| {name} | {batch} | {statistics.median(eager):.2f} | {statistics.median(exported):.2f} "
-                f"| {ratio:.2f} |",
+                f"| {name} | {batch} | {eager:.2f} | {exported:.2f} | {ratio:.2f} |",
                 flush=True,
             )
 

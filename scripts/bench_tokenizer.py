@@ -22,6 +22,7 @@ import time
 import torch
 
 from vqbet import ActionTokenizer, TokenizerFitConfig, fit_tokenizer
+from vqbet.benchmark import alternating_pairs
 from vqbet.quantize import ResidualVQ
 
 
@@ -40,15 +41,14 @@ def paired_seconds(ours, ref, pairs: int, calls: int = 3) -> tuple[float, float,
     run in alternating blocks of `calls` calls, so that each pair sees the same machine speed (this
     VM drifts by 20-30% from minute to minute, which made separate medians disagree between runs)."""
     ours(), ref()  # warm-up
-    t_ours, t_ref = [], []
-    for _ in range(pairs):
-        for fn, out in ((ours, t_ours), (ref, t_ref)):
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            out.append((time.perf_counter() - start) / calls)
-    ratio = statistics.median(r / o for o, r in zip(t_ours, t_ref, strict=True))
-    return statistics.median(t_ours), statistics.median(t_ref), ratio
+
+    def block(fn) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - start) / calls
+
+    return alternating_pairs(lambda: block(ours), lambda: block(ref), pairs)
 
 
 def copy_codebooks(ours: ResidualVQ, ref) -> None:

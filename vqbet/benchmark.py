@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -85,17 +86,29 @@ def train_samples_per_s(
     return batch * steps / (time.perf_counter() - start)
 
 
-def amp_speedup(name: str, batch: int, steps: int, device: torch.device, pairs: int = 3) -> tuple:
-    """(float32 samples/s, bf16-autocast samples/s, speed-up) of config `name`: medians of `pairs`
-    alternating measurements, the speed-up the median of the per-pair ratios (this VM's speed
-    drifts by tens of percent between minutes; a pair sees the same drift)."""
-    fp32, bf16 = [], []
+def alternating_pairs(
+    first: Callable[[], float], second: Callable[[], float], pairs: int
+) -> tuple[float, float, float]:
+    """(median of `first()`, median of `second()`, median of the per-pair ratios second / first),
+    the two measured in alternation: this VM's speed drifts by tens of percent between minutes, and
+    both sides of a pair see the same drift."""
+    a, b = [], []
     for _ in range(pairs):
-        for amp, out in ((False, fp32), (True, bf16)):
-            torch.manual_seed(0)
-            out.append(train_samples_per_s(make_policy(name), batch, steps, device, amp=amp))
-    ratio = statistics.median(b / f for f, b in zip(fp32, bf16, strict=True))
-    return statistics.median(fp32), statistics.median(bf16), ratio
+        a.append(first())
+        b.append(second())
+    ratio = statistics.median(y / x for x, y in zip(a, b, strict=True))
+    return statistics.median(a), statistics.median(b), ratio
+
+
+def amp_speedup(name: str, batch: int, steps: int, device: torch.device, pairs: int = 3) -> tuple:
+    """(float32 samples/s, bf16-autocast samples/s, speed-up) of config `name`, in alternating
+    pairs."""
+
+    def samples_per_s(amp: bool) -> float:
+        torch.manual_seed(0)
+        return train_samples_per_s(make_policy(name), batch, steps, device, amp=amp)
+
+    return alternating_pairs(lambda: samples_per_s(False), lambda: samples_per_s(True), pairs)
 
 
 @torch.no_grad()

@@ -109,12 +109,12 @@ class ExportedPolicy:
                 f"{self.source}: the program takes obs (B, {want[0]}, {want[1]}) with 1 <= B <= "
                 f"{m['max_batch']}, got {tuple(obs.shape)}"
             )
+        args = (obs,)
         if m["goal_dim"]:
             if goal is None:
                 raise ValueError(
                     f"{self.source}: this policy is goal-conditioned: pass goal (B, {m['goal_dim']})"
                 )
-            with torch.no_grad():
-                return self.program(obs, torch.as_tensor(goal, dtype=torch.float32))
+            args += (torch.as_tensor(goal, dtype=torch.float32),)
         with torch.no_grad():
-            return self.program(obs)
+            return self.program(*args)

@@ -85,7 +85,8 @@ class ArmController:
         """Action (9,) that moves the pad midpoint toward `target` (3,) at up to `speed` m/s and the
         hand toward `rotation` (3, 3); `free_roll` leaves the rotation about the closing axis free
         (a grasped vertical handle allows it, and it buys reach)."""
-        error = target - self.pad()
+        pad = self.pad()
+        error = target - pad
         # The integral term removes the steady offset that gravity and contacts leave.
         self.integral = np.clip(self.integral + 0.3 * error, -0.1, 0.1)
         move = error + self.integral
@@ -101,7 +102,7 @@ class ArmController:
         if norm > 1.0 * horizon:
             turn *= horizon / norm
         jac_pos, jac_rot = np.zeros((3, self.model.nv)), np.zeros((3, self.model.nv))
-        mujoco.mj_jac(self.model, self.data, jac_pos, jac_rot, self.pad(), self.hand)
+        mujoco.mj_jac(self.model, self.data, jac_pos, jac_rot, pad, self.hand)
         jac_rot = jac_rot[:, :ARM_JOINTS]
         if free_roll:
             axis = self.finger_axis()
@@ -110,18 +111,19 @@ class ArmController:
             basis = np.stack([side, np.cross(axis, side)])
             jac_rot, turn = basis @ jac_rot, basis @ turn
         jacobian = np.vstack([jac_pos[:, :ARM_JOINTS], jac_rot])
-        delta = self._solve(jacobian, np.concatenate([move, turn]))
-        action = np.empty(9)
-        action[:ARM_JOINTS] = np.clip(delta / (2.0 * self.dt), -1.0, 1.0)
-        action[ARM_JOINTS:] = grip
-        return action
+        return self._action(self._solve(jacobian, np.concatenate([move, turn])), grip)
 
     def joint_action(self, target: np.ndarray, grip: float, speed: float) -> np.ndarray:
         """Action (9,) that moves the arm joints toward `target` (7,) at up to `speed` rad/s."""
         delta = target - self.data.qpos[:ARM_JOINTS]
         limit = speed * 3 * self.dt
+        return self._action(np.clip(delta, -limit, limit), grip)
+
+    def _action(self, delta: np.ndarray, grip: float) -> np.ndarray:
+        """FrankaKitchen-v1's action (9,) for a joint step `delta` (7,) over one env step: the env
+        doubles the action into a velocity and integrates it over `dt`."""
         action = np.empty(9)
-        action[:ARM_JOINTS] = np.clip(np.clip(delta, -limit, limit) / (2.0 * self.dt), -1.0, 1.0)
+        action[:ARM_JOINTS] = np.clip(delta / (2.0 * self.dt), -1.0, 1.0)
         action[ARM_JOINTS:] = grip
         return action
 
