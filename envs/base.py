@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco import MujocoEnv
 from gymnasium.spaces import Box
+
+from envs.cameras import CameraRig, check_obs_mode
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -41,7 +44,8 @@ class PlanarTaskEnv(StabilityChecks, MujocoEnv):
     """A MujocoEnv seen from above, with a position-controlled point agent on slide joints.
 
     Subclasses give the XML file, the observation size and the task logic (`_task_reset`,
-    `_task_step`, `_get_obs`). A step whose action or state is not finite ends the episode as a
+    `_task_step`, `_get_obs`). `obs_mode` "pixels" / "pixels+agent" observes `cameras` instead
+    (envs.cameras). A step whose action or state is not finite ends the episode as a
     failure with `info["unstable"] = True` (a NaN action never reaches MuJoCo), so an evaluation
     can go on.
     """
@@ -60,10 +64,16 @@ class PlanarTaskEnv(StabilityChecks, MujocoEnv):
         render_mode: str | None = None,
         width: int = 96,
         height: int = 96,
+        obs_mode: str = "state",
+        cameras: Sequence[str] = ("top",),
         **kwargs: Any,
     ) -> None:
+        self.obs_mode = obs_mode
+        self.camera_names = check_obs_mode(obs_mode, cameras)
+        self.rig: CameraRig | None = None
         # Every feature of these tasks (positions in the walled arena, flags, sin/cos) is within 1.5.
-        observation_space = Box(low=-1.5, high=1.5, shape=(obs_size,), dtype=np.float64)
+        self.state_space = Box(low=-1.5, high=1.5, shape=(obs_size,), dtype=np.float64)
+        observation_space = self.state_space
         MujocoEnv.__init__(
             self,
             str(ASSETS / xml_file),
@@ -81,6 +91,10 @@ class PlanarTaskEnv(StabilityChecks, MujocoEnv):
         """(2,) where the agent's x, y sit in `data.qpos` (for experts that simulate ahead)."""
         self.agent_dof_index = np.array([self.model.jnt_dofadr[j.id] for j in joints])
         """(2,) where the agent's x, y velocities sit in `data.qvel`."""
+        if obs_mode != "state":
+            self.rig = CameraRig(self.model, self.camera_names, width, height)
+            agent = Box(low=-1.5, high=1.5, shape=(2,), dtype=np.float64)
+            self.observation_space = self.rig.space(agent if obs_mode == "pixels+agent" else None)
 
     # -- helpers ---------------------------------------------------------------------------
     @property
@@ -92,12 +106,32 @@ class PlanarTaskEnv(StabilityChecks, MujocoEnv):
         """(2,) position of a body in the plane."""
         return self.data.body(name).xpos[:2].copy()
 
-    def _end_unstable(self) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def state_vector(self) -> np.ndarray:
+        """The task's full state observation (what obs_mode="state" returns; experts act on it)."""
+        return self._get_obs()
+
+    def _observation(self) -> Any:
+        """The observation of the env's obs_mode: the state vector, or a dict of camera frames
+        (+ "state": the agent's position for "pixels+agent")."""
+        if self.rig is None:
+            return self._get_obs()
+        mujoco.mj_forward(self.model, self.data)  # the frames show the state as it is now
+        obs: dict[str, Any] = {"state": self.agent_pos} if self.obs_mode == "pixels+agent" else {}
+        obs.update(self.rig.render(self.data))
+        return obs
+
+    def close(self) -> None:
+        if self.rig is not None:
+            self.rig.close()
+            self.rig = None
+        super().close()
+
+    def _end_unstable(self) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """End the episode as a failure: `info["unstable"] = True`, a finite (reset) state."""
         mujoco.mj_resetData(self.model, self.data)
         info = self._task_info()
         info.update(is_success=False, unstable=True)
-        return self._get_obs(), 0.0, True, False, info
+        return self._observation(), 0.0, True, False, info
 
     # -- gymnasium API ---------------------------------------------------------------------
     def step(self, action: np.ndarray):
@@ -116,11 +150,11 @@ class PlanarTaskEnv(StabilityChecks, MujocoEnv):
             self.render()
         info = self._task_info()
         info["unstable"] = False
-        return self._get_obs(), float(reward), bool(terminated), False, info
+        return self._observation(), float(reward), bool(terminated), False, info
 
-    def reset_model(self) -> np.ndarray:
+    def reset_model(self) -> Any:
         self._task_reset()
-        return self._get_obs()
+        return self._observation()
 
     def _get_reset_info(self) -> dict[str, Any]:
         info = self._task_info()

@@ -27,9 +27,13 @@ class BlockPushEnv(PlanarTaskEnv):
     num_modes = 4  # which block first x which target it goes to
     progress_keys = ("targets_filled", "p1", "p2")
 
-    def __init__(self, render_mode: str | None = None, width: int = 96, height: int = 96) -> None:
+    def __init__(
+        self, render_mode: str | None = None, width: int = 96, height: int = 96, **options: Any
+    ) -> None:
         self.order: list[tuple[int, int]] = []
-        super().__init__("blockpush.xml", obs_size=10, render_mode=render_mode, width=width, height=height)
+        super().__init__(
+            "blockpush.xml", obs_size=10, render_mode=render_mode, width=width, height=height, **options
+        )
         self._block_adr = [
             [self.model.jnt_qposadr[self.model.joint(f"block{b}_{a}").id] for a in ("x", "y", "yaw")]
             for b in range(2)

@@ -25,11 +25,18 @@ class MultiReachEnv(PlanarTaskEnv):
     num_modes = 24  # visiting orders of 4 goals
     progress_keys = ("goals_reached", "p1", "p2", "p3", "p4")
 
-    def __init__(self, render_mode: str | None = None, width: int = 96, height: int = 96) -> None:
+    def __init__(
+        self, render_mode: str | None = None, width: int = 96, height: int = 96, **options: Any
+    ) -> None:
         self.visited = np.zeros(len(GOALS), dtype=bool)
         self.order: list[int] = []
         super().__init__(
-            "multireach.xml", obs_size=2 + len(GOALS), render_mode=render_mode, width=width, height=height
+            "multireach.xml",
+            obs_size=2 + len(GOALS),
+            render_mode=render_mode,
+            width=width,
+            height=height,
+            **options,
         )
 
     def _task_reset(self) -> None:

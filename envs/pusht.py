@@ -44,10 +44,14 @@ class PushTEnv(PlanarTaskEnv):
     num_modes = len(FACES)  # the first face pushed
     progress_keys = ("coverage", "max_coverage")
 
-    def __init__(self, render_mode: str | None = None, width: int = 96, height: int = 96) -> None:
+    def __init__(
+        self, render_mode: str | None = None, width: int = 96, height: int = 96, **options: Any
+    ) -> None:
         self.first_face: int | None = None
         self.coverage = self.max_coverage = 0.0
-        super().__init__("pusht.xml", obs_size=6, render_mode=render_mode, width=width, height=height)
+        super().__init__(
+            "pusht.xml", obs_size=6, render_mode=render_mode, width=width, height=height, **options
+        )
         m = self.model
         self.tee_qpos_index = np.array([m.jnt_qposadr[m.joint(f"tee_{a}").id] for a in ("x", "y", "yaw")])
         """(3,) where the T's x, y, yaw sit in `data.qpos`."""

@@ -27,8 +27,12 @@ def expert_episode(
     records the expert's clean action. The demonstrations then show how the expert recovers from
     the errors a learnt policy makes. The noise has its own generator, seeded by `seed`.
 
-    Returns {"obs": (T, D) float32, "action": (T, A) float32, "image": (T, H, W, 3) uint8 (with
-    `images`), "success": bool, "order": tuple, "mode": tuple, "length": T, "info": final info}.
+    An env observing cameras (obs_mode "pixels" / "pixels+agent", a dict) records its "state"
+    entry (empty for "pixels") as obs and every camera's frames; the expert acts on the full
+    state (`state_vector()`) either way. `images` also records `env.render()` as camera "image".
+
+    Returns {"obs": (T, D) float32, "action": (T, A) float32, "images": {camera: (T, H, W, 3)
+    uint8}, "success": bool, "order": tuple, "mode": tuple, "length": T, "info": final info}.
     """
     check_perturbation(perturb, perturb_hold)
     obs, info = env.reset(seed=seed)
@@ -37,13 +41,20 @@ def expert_episode(
     noise_rng = np.random.default_rng([seed, 0xDA27])
     low, high = env.action_space.low, env.action_space.high
     offset = np.zeros(env.action_space.shape, dtype=np.float32)
-    observations, actions, frames = [], [], []
+    observations, actions = [], []
+    frames: dict[str, list[np.ndarray]] = {}
     while True:
+        state = obs
+        if isinstance(obs, dict):
+            state = obs.get("state", np.zeros(0))
+            for camera in obs.keys() - {"state"}:
+                frames.setdefault(camera, []).append(obs[camera])
+            obs = env.unwrapped.state_vector()
         action = np.asarray(expert.act(obs), dtype=np.float32)
-        observations.append(np.asarray(obs, dtype=np.float32))
+        observations.append(np.asarray(state, dtype=np.float32))
         actions.append(action)
         if images:
-            frames.append(env.render())
+            frames.setdefault("image", []).append(env.render())
         if perturb > 0:
             if (len(actions) - 1) % perturb_hold == 0:
                 offset = noise_rng.normal(0.0, perturb, action.shape).astype(np.float32)
@@ -59,7 +70,6 @@ def expert_episode(
         "mode": tuple(expert.mode),
         "length": len(actions),
         "info": info,
+        "images": {camera: np.stack(f).astype(np.uint8) for camera, f in frames.items()},
     }
-    if images:
-        episode["image"] = np.stack(frames).astype(np.uint8)
     return episode

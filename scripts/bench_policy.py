@@ -3,6 +3,7 @@ throughput against raw env stepping.
 
     python scripts/bench_policy.py              # ~4 minutes on 2 CPU cores
     python scripts/bench_policy.py --only-eval --profile 12   # evaluation rows and profiler tables
+    python scripts/bench_policy.py --official ../vq_bet_official  # + the official VQ-BeT, same run
 
 Configs: our default (configs/policy/vqbet.yaml on MultiReach) and VQ-BeT's Kitchen config at its
 shape (obs 60, action 9, GPT 6 layers, 6 heads, n_embd 120, To 10, K 16, L 2, heads 1024 wide),
@@ -30,8 +31,10 @@ from vqbet.benchmark import (
     act_latency_ms,
     alternating_pairs,
     amp_speedup,
-    chunk_call_ms,
+    call_ms,
     make_policy,
+    matmul_share,
+    official_samples_per_s,
     random_batch,
     train_samples_per_s,
 )
@@ -200,43 +203,80 @@ def model_rows(steps: int, device: torch.device, compiled: bool) -> None:
         )
 
 
-def precision_rows(steps: int, device: torch.device) -> None:
-    """float32 vs bf16 autocast training (train.amp), alternating pairs, at both shapes."""
+def precision_rows(steps: int, device: torch.device, official: str | None) -> None:
+    """float32 vs bf16 autocast training (train.amp), alternating pairs, at both shapes; at the
+    Kitchen shape also bf16 against the official VQ-BeT (`official`: its checkout) in pairs."""
     if not native_bf16(device):
         print("\nprecision: this CPU has no native bf16 (AVX512-BF16 or AMX), train.amp trains in float32")
-        return
     print(
         "\n| training precision, batch 256 | float32 samples/s | bf16 autocast samples/s "
-        "| bf16 / float32 (median of 3 pairs) | bf16 / official VQ-BeT |"
+        "| bf16 / float32 (median of 3 pairs) | matmul share of a bf16 step |"
     )
     print("|---|---|---|---|---|")
     for name in CONFIGS:
         fp32, bf16, ratio = amp_speedup(name, 256, steps, device)
-        official = f"{bf16 / OFFICIAL_KITCHEN_SAMPLES_PER_S:.2f}x" if "Kitchen" in name else "-"
-        print(f"| {name} | {fp32:,.0f} | {bf16:,.0f} | {ratio:.2f}x | {official} |", flush=True)
+        share = matmul_share(name, 256, max(3, steps // 5))
+        print(f"| {name} | {fp32:,.0f} | {bf16:,.0f} | {ratio:.2f}x | {100 * share:.0f}% |", flush=True)
+    kitchen = next(name for name in CONFIGS if "Kitchen" in name)
+    if official is None:
+        print(
+            "(official VQ-BeT at the Kitchen shape: not measured in this run, give --official DIR; an "
+            f"earlier session measured {OFFICIAL_KITCHEN_SAMPLES_PER_S} samples/s on this machine type)"
+        )
+        return
+
+    def ours() -> float:
+        torch.manual_seed(0)
+        return train_samples_per_s(make_policy(kitchen), 256, steps, device, amp=True)
+
+    theirs, mine, ratio = alternating_pairs(
+        lambda: official_samples_per_s(official, 256, steps, torch.get_num_threads()), ours, pairs=3
+    )
     print(
-        f"(official VQ-BeT at the Kitchen shape: {OFFICIAL_KITCHEN_SAMPLES_PER_S} samples/s, measured on "
-        "this machine type in an earlier session, not in this run)"
+        f"\n| Kitchen shape, batch 256, this run | official VQ-BeT samples/s | ours (bf16) samples/s "
+        f"| ours / official (median of 3 pairs) |\n|---|---|---|---|\n| {kitchen} | {theirs:,.0f} "
+        f"| {mine:,.0f} | {ratio:.2f}x |",
+        flush=True,
     )
 
 
 def export_rows(calls: int = 200) -> None:
-    """Model call at batch 1 and 64: the eager policy vs its exported program, alternating."""
-    print("\n| config | batch | eager predict_action_chunk ms | exported program ms | exported / eager |")
+    """Model call at batch 1 and 64: the eager policy vs its exported program and its AOTInductor
+    package, each in alternating pairs with the eager call."""
+    import tempfile
+
+    from vqbet.export import ExportedPolicy
+
+    print(
+        "\n| config | batch | eager predict_action_chunk ms | exported program ms (/ eager) "
+        "| compiled package ms (/ eager) |"
+    )
     print("|---|---|---|---|---|")
     for name in CONFIGS:
         torch.manual_seed(0)
-        policy = make_policy(name)
-        for batch in (1, 64):
-            eager, exported, ratio = alternating_pairs(
-                lambda b=batch, p=policy: chunk_call_ms(p, b, calls),
-                lambda b=batch, p=policy: chunk_call_ms(p, b, calls, exported=True),
-                pairs=3,
-            )
-            print(
-                f"| {name} | {batch} | {eager:.2f} | {exported:.2f} | {ratio:.2f} |",
-                flush=True,
-            )
+        policy = make_policy(name).eval()
+        c = policy.config
+        with tempfile.TemporaryDirectory() as tmp:
+            exported = ExportedPolicy.load(policy.export(f"{tmp}/program")).predict_action_chunk
+            compiled = ExportedPolicy.load(
+                policy.export(f"{tmp}/package", compiled=True)
+            ).predict_action_chunk
+            eager = policy.predict_action_chunk
+            for batch in (1, 64):
+                obs = torch.randn(batch, c.obs_window, c.obs_dim)
+
+                def pairs(other, o=obs, e=eager):
+                    return alternating_pairs(
+                        lambda: call_ms(e, o, calls), lambda: call_ms(other, o, calls), 3
+                    )
+
+                _, program_ms, program = pairs(exported)
+                eager_ms, package_ms, package = pairs(compiled)
+                print(
+                    f"| {name} | {batch} | {eager_ms:.2f} | {program_ms:.2f} ({program:.2f}) "
+                    f"| {package_ms:.2f} ({package:.2f}) |",
+                    flush=True,
+                )
 
 
 def loading_and_ddp_rows(steps: int, device: torch.device) -> None:
@@ -276,13 +316,18 @@ def main() -> None:
     parser.add_argument("--only-eval", action="store_true", help="only the evaluation-throughput rows")
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row (slow to compile)")
     parser.add_argument("--profile", type=int, default=0, help="print profiler tables with this many rows")
+    parser.add_argument(
+        "--official",
+        metavar="DIR",
+        help="a checkout of jayLEE0301/vq_bet_official: measure it at the Kitchen shape in this run",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU\n")
     if not args.only_eval:
         model_rows(args.steps, device, args.compile)
-        precision_rows(args.steps, device)
+        precision_rows(args.steps, device, args.official)
         export_rows()
         loading_and_ddp_rows(args.steps, device)
     eval_rows()

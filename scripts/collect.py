@@ -8,7 +8,7 @@ the other tasks: none).
 """
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vqbet.pipeline import collect, run_cli
 
@@ -26,6 +26,7 @@ def main(cfg: DictConfig) -> None:
             images=bool(cfg.images),
             perturb=float(cfg.perturb),
             perturb_hold=int(cfg.perturb_hold),
+            env_kwargs=OmegaConf.to_container(cfg, resolve=True)["env_kwargs"],
         )
     )
 

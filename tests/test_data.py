@@ -18,7 +18,9 @@ def random_data(seed=0, lengths=(5, 1, 9, 3), images=False) -> EpisodeData:
             "action": rng.normal(size=(t, 2)).astype(np.float32),
         }
         if images:
-            episode["image"] = rng.integers(0, 255, size=(t, 8, 8, 3), dtype=np.uint8)
+            episode["images"] = {
+                camera: rng.integers(0, 255, size=(t, 8, 8, 3), dtype=np.uint8) for camera in ("top", "side")
+            }
         episodes.append(episode)
     return EpisodeData.from_episodes(episodes, attrs={"task_id": "x", "modes": {"[0, 1]": 3}, "n": 4})
 
@@ -88,12 +90,32 @@ def test_hdf5_round_trip_is_exact(tmp_path):
     assert np.array_equal(back.obs, data.obs) and np.array_equal(back.action, data.action)
     assert np.array_equal(back.episode_ends, data.episode_ends)
     assert back.attrs == data.attrs
-    assert isinstance(back.image, h5py.Dataset)  # images stay on disk until indexed
-    assert np.array_equal(back.image[()], data.image)
-    windows = TrajectoryWindows(back, 3, 2, with_images=True)
-    obs_idx, _, _ = windows.indices(0)
-    assert np.array_equal(windows[0]["image"].numpy(), data.image[obs_idx])
-    assert np.array_equal(read_hdf5(path, load_images=True).image, data.image)
+    assert sorted(back.images) == ["side", "top"]
+    assert all(isinstance(f, h5py.Dataset) for f in back.images.values())  # on disk until indexed
+    with h5py.File(path) as f:
+        assert f["images/top"].chunks == (1, 8, 8, 3) and f["images/top"].compression == "lzf"
+    windows = TrajectoryWindows(back, 3, 2, cameras=["top", "side"])
+    for i in (0, 7, len(windows) - 1):  # episode starts repeat the first frame, like the state
+        obs_idx, _, _ = windows.indices(i)
+        item = windows[i]["obs"]
+        assert np.array_equal(item["state"].numpy(), data.obs[obs_idx])
+        for camera in ("top", "side"):
+            assert item[camera].dtype == torch.uint8
+            assert np.array_equal(item[camera].numpy(), data.images[camera][obs_idx])
+    batch = next(iter(torch.utils.data.DataLoader(windows, batch_size=4)))
+    assert batch["obs"]["top"].shape == (4, 3, 8, 8, 3) and batch["obs"]["state"].shape == (4, 3, 3)
+    loaded = read_hdf5(path, load_images=True)
+    assert all(np.array_equal(loaded.images[c], data.images[c]) for c in ("top", "side"))
+
+
+def test_a_single_image_of_an_earlier_file_is_the_camera_named_image(tmp_path):
+    data = random_data()
+    path = write_hdf5(tmp_path / "d.hdf5", data)
+    frames = np.random.default_rng(0).integers(0, 255, size=(data.num_steps, 4, 4, 3), dtype=np.uint8)
+    with h5py.File(path, "a") as f:
+        f.create_dataset("image", data=frames)
+    back = read_hdf5(path, load_images=True)
+    assert list(back.images) == ["image"] and np.array_equal(back.image, frames)
 
 
 def test_minari_round_trip_is_exact(tmp_path):
@@ -170,7 +192,7 @@ def test_window_arguments_are_checked():
     data = random_data()
     with pytest.raises(ValueError, match="obs_window"):
         TrajectoryWindows(data, 0, 1)
-    with pytest.raises(ValueError, match="no 'image'"):
-        TrajectoryWindows(data, 1, 1, with_images=True)
+    with pytest.raises(ValueError, match=r"camera\(s\) \['top'\] asked for, but the dataset holds \[\]"):
+        TrajectoryWindows(data, 1, 1, cameras=["top"])
     with pytest.raises(ValueError, match="episode indices"):
         TrajectoryWindows(data, 1, 1, episodes=[7])

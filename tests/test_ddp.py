@@ -70,7 +70,10 @@ def test_two_process_ddp_matches_single_process(tmp_path, monkeypatch):
     single = train(str(tmp_path / "single"))
     for key in a:
         if a[key].is_floating_point():
-            torch.testing.assert_close(a[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+            # Adam divides by sqrt(v): where a gradient is ~0, the rounding of two half-batch sums
+            # against one full sum moves a weight by up to ~1e-5 per step (a missing all-reduce
+            # would move every weight by ~lr = 3e-3).
+            torch.testing.assert_close(a[key], single[key], rtol=1e-4, atol=1e-4, msg=key)
         else:
             assert torch.equal(a[key], single[key]), key
 

@@ -172,13 +172,13 @@ def test_sampled_codes_follow_the_tempered_softmax():
 def test_reset_clears_history_and_pads_episode_start():
     policy = make_policy().eval()
     policy.select_action(np.ones((2, 2), np.float32))
-    assert torch.equal(policy._history, torch.ones(2, 3, 2))  # start padded by repetition
+    assert torch.equal(policy._history["state"], torch.ones(2, 3, 2))  # start padded by repetition
     policy.select_action(np.full((2, 2), 2.0, np.float32))
-    assert torch.equal(policy._history[:, -1], torch.full((2, 2), 2.0))
+    assert torch.equal(policy._history["state"][:, -1], torch.full((2, 2), 2.0))
     policy.reset(np.array([True, False]))  # env 0 finished: only its history restarts
     policy.select_action(np.full((2, 2), 5.0, np.float32))
-    assert torch.equal(policy._history[0], torch.full((3, 2), 5.0))
-    assert torch.equal(policy._history[1, :2], torch.tensor([[1.0, 1.0], [2.0, 2.0]]))
+    assert torch.equal(policy._history["state"][0], torch.full((3, 2), 5.0))
+    assert torch.equal(policy._history["state"][1, :2], torch.tensor([[1.0, 1.0], [2.0, 2.0]]))
     policy.reset()
     assert policy._history is None and policy._queue is None
 

@@ -183,3 +183,26 @@ def test_the_exported_program_acts_like_the_eager_policy(name, tmp_path):
         assert torch.equal(acting.predict_action_chunk(obs.numpy()), expected)  # any batch, no recompile
     with pytest.raises(ValueError, match=r"takes obs \(B, 3, 2\) with 1 <= B <= 64, got \(1, 3, 4\)"):
         acting.predict_action_chunk(torch.zeros(1, 3, 4))
+
+
+def test_the_compiled_package_acts_like_the_eager_policy(tmp_path):
+    """AOTInductor: native code for this CPU, every batch size, equal up to float rounding."""
+    from vqbet.export import ExportedPolicy
+
+    policy, _ = fitted("vqbet")
+    policy.config.temperature = 0.0  # greedy: the same codes, so the chunks compare
+    acting = ExportedPolicy.load(policy.export(tmp_path / "deploy", max_batch=64, compiled=True))
+    for batch in (1, 5, 64):
+        obs = torch.randn(batch, 3, 2)
+        torch.testing.assert_close(acting.predict_action_chunk(obs), policy.predict_action_chunk(obs))
+
+
+def test_a_compiled_package_of_another_torch_is_refused_by_name(tmp_path):
+    from vqbet.export import ExportedPolicy
+
+    policy, _ = fitted("mlp")
+    folder = policy.export(tmp_path / "deploy", max_batch=4)
+    meta = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**meta, "compiled": True, "torch": "2.0.0"}))
+    with pytest.raises(ValueError, match=r"compiled with torch 2\.0\.0 runs only with that version"):
+        ExportedPolicy.load(folder)

@@ -16,13 +16,34 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 ArrayT = TypeVar("ArrayT", Tensor, np.ndarray)
+Observation = Tensor | dict[str, Tensor]
+"""A state tensor (..., D), or {"state": (..., D), <camera>: (..., H, W, 3) uint8} with cameras."""
+
+
+def state_of(obs: Observation) -> Tensor:
+    """The state part (..., D) of an observation."""
+    return obs["state"] if isinstance(obs, dict) else obs
+
+
+def as_observation(obs: Any, device: torch.device) -> dict[str, Tensor]:
+    """An observation from the outside world (numpy or torch, an array or a dict of them) as a dict
+    of tensors on `device`: "state" float32, cameras as they come (uint8 frames)."""
+    if not isinstance(obs, dict):
+        obs = {"state": obs}
+    if "state" not in obs:
+        raise ValueError(f"an observation dict needs a 'state' entry, got keys {sorted(obs)}")
+    out = {}
+    for key, value in obs.items():
+        value = value if isinstance(value, Tensor) else torch.from_numpy(np.asarray(value))
+        out[key] = value.to(device=device, dtype=torch.float32 if key == "state" else None)
+    return out
 
 
 def check_relative_to(index: list[int], obs_dim: int, action_dim: int, owner: str) -> list[int]:
@@ -58,7 +79,7 @@ class ChunkActing:
     def reset(self, done: Tensor | np.ndarray | None = None) -> None:
         """Clear the history of every environment, or of those where `done` (B,) is True."""
         if done is None:
-            self._history: Tensor | None = None
+            self._history: dict[str, Tensor] | None = None
             self._queue: Tensor | None = None
             self._ensemble: tuple[Tensor, Tensor] | None = None
             self._fresh: Tensor | None = None
@@ -77,42 +98,59 @@ class ChunkActing:
             self._fresh |= done
 
     @torch.no_grad()
-    def select_action(self, obs: Tensor | np.ndarray, goal: Tensor | np.ndarray | None = None) -> Tensor:
-        """One step of a batch of environments: obs (B, D) raw -> action (B, A) raw."""
+    def select_action(self, obs: Any, goal: Tensor | np.ndarray | None = None) -> Tensor:
+        """One step of a batch of environments: obs (B, D) raw, or {"state": (B, D), <camera>:
+        (B, H, W, 3) uint8} for a policy with cameras -> action (B, A) raw."""
         c = self.config
         device = next(self.parameters()).device
-        obs = torch.as_tensor(np.asarray(obs) if not isinstance(obs, Tensor) else obs, dtype=torch.float32)
-        obs = obs.to(device)
-        if obs.ndim != 2 or obs.shape[1] != c.obs_dim:
-            raise ValueError(f"select_action: obs must have shape (B, {c.obs_dim}), got {tuple(obs.shape)}")
-        b = obs.shape[0]
-        finite = torch.isfinite(obs).all(dim=1)
+        obs = as_observation(obs, device)
+        state = obs["state"]
+        if state.ndim != 2 or state.shape[1] != c.obs_dim:
+            raise ValueError(f"select_action: obs must have shape (B, {c.obs_dim}), got {tuple(state.shape)}")
+        b = state.shape[0]
+        finite = torch.isfinite(state).all(dim=1)
         if not bool(finite.all()):
-            obs = self._hold_finite(obs, finite)
+            obs["state"] = self._hold_finite(state, finite)
         if goal is not None:
             goal = torch.as_tensor(np.asarray(goal), dtype=torch.float32, device=device)
-        if self._history is None or self._history.shape[0] != b:
+        if (
+            self._history is None
+            or self._history["state"].shape[0] != b
+            or self._history.keys() != obs.keys()
+        ):
             self.reset()
-            self._history = obs[:, None].repeat(1, c.obs_window, 1)  # pad the episode start
+            # pad the episode start: the first observation, To times
+            self._history = {
+                k: v[:, None].repeat(1, c.obs_window, *[1] * (v.ndim - 1)) for k, v in obs.items()
+            }
             self._fresh = torch.zeros(b, dtype=torch.bool, device=device)
             fresh = torch.ones(b, dtype=torch.bool, device=device)
         else:
             fresh = self._fresh.clone()
-            self._history = torch.cat([self._history[:, 1:], obs[:, None]], dim=1)
-            if fresh.any():
-                self._history[fresh] = obs[fresh, None].expand(-1, c.obs_window, -1)
+            for key, value in obs.items():
+                window = torch.cat([self._history[key][:, 1:], value[:, None]], dim=1)
+                if fresh.any():
+                    window[fresh] = value[fresh, None].expand(-1, c.obs_window, *value.shape[1:])
+                self._history[key] = window
             self._fresh.zero_()
         if c.execution == "queue":
             return self._from_queue(fresh, goal)
         return self._from_ensemble(fresh, goal)
 
+    def _window(self, rows: Tensor | None = None) -> Observation:
+        """The observation history (of the envs `rows`), as predict_action_chunk takes it."""
+        history = self._history if rows is None else {k: v[rows] for k, v in self._history.items()}
+        return history["state"] if len(history) == 1 else history
+
     def _hold_finite(self, obs: Tensor, finite: Tensor) -> Tensor:
-        """Non-finite observation rows: an error, or (config.nonfinite_obs == "hold") each such env's
-        last finite observation, with one warning per policy."""
+        """Non-finite state rows: an error, or (config.nonfinite_obs == "hold") each such env's
+        last finite state, with one warning per policy."""
         bad = torch.nonzero(~finite).flatten().tolist()
         fresh = self._fresh if self._fresh is not None else torch.ones_like(finite)
         held = (
-            self._history is not None and self._history.shape[0] == obs.shape[0] and not fresh[~finite].any()
+            self._history is not None
+            and self._history["state"].shape[0] == obs.shape[0]
+            and not fresh[~finite].any()
         )
         if self.config.nonfinite_obs != "hold" or not held:
             why = (
@@ -131,7 +169,7 @@ class ChunkActing:
                 stacklevel=3,
             )
             self._warned_nonfinite = True
-        return torch.where(finite[:, None], obs, self._history[:, -1])
+        return torch.where(finite[:, None], obs, self._history["state"][:, -1])
 
     def _from_queue(self, fresh: Tensor, goal: Tensor | None) -> Tensor:
         c = self.config
@@ -142,13 +180,13 @@ class ChunkActing:
         need = fresh | (self._queue_pos >= c.action_chunk)
         n = int(need.sum())
         if n == b:
-            self._queue = self.predict_action_chunk(self._history, goal)
+            self._queue = self.predict_action_chunk(self._window(), goal)
             self._queue_pos.zero_()
         elif n:
             # Once episodes end at different steps the queues fall out of step: predict only for
             # the environments whose queue ran out, not for the whole batch.
             sub_goal = goal[need] if goal is not None else None
-            self._queue[need] = self.predict_action_chunk(self._history[need], sub_goal)
+            self._queue[need] = self.predict_action_chunk(self._window(need), sub_goal)
             self._queue_pos[need] = 0
         action = self._queue[torch.arange(b, device=fresh.device), self._queue_pos]
         self._queue_pos += 1
@@ -156,7 +194,7 @@ class ChunkActing:
 
     def _from_ensemble(self, fresh: Tensor, goal: Tensor | None) -> Tensor:
         c = self.config
-        chunk = self.predict_action_chunk(self._history, goal)  # (B, Ta, A)
+        chunk = self.predict_action_chunk(self._window(), goal)  # (B, Ta, A)
         if self._ensemble is None:
             self._ensemble = (torch.zeros_like(chunk), torch.zeros(chunk.shape[:2], device=chunk.device))
         total, weight = self._ensemble

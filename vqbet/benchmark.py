@@ -3,9 +3,11 @@ policy configs on random data of the right shapes, training samples/s and acting
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,10 +30,18 @@ CONFIGS = {
         policy=dict(obs_window=5, action_chunk=5),
         tokenizer=dict(chunk_size=5, num_layers=2, codebook_size=16),
     ),
+    # The official VQ-BeT's Kitchen config: its joint code head (sequentially_select: false).
     "VQ-BeT Kitchen (obs 60, action 9, 6x6x120, To 10, Ta 1)": dict(
         dims=(60, 9),
         policy=dict(
-            obs_window=10, action_chunk=1, n_layer=6, n_head=6, n_embd=120, head_hidden=1024, dropout=0.1
+            obs_window=10,
+            action_chunk=1,
+            n_layer=6,
+            n_head=6,
+            n_embd=120,
+            head_hidden=1024,
+            dropout=0.1,
+            sequential_codes=False,
         ),
         tokenizer=dict(chunk_size=1, num_layers=2, codebook_size=16),
     ),
@@ -86,6 +96,27 @@ def train_samples_per_s(
     return batch * steps / (time.perf_counter() - start)
 
 
+def official_samples_per_s(repo: str | os.PathLike, batch: int, steps: int, threads: int) -> float:
+    """Training samples/s of the official VQ-BeT at its Kitchen config (vqbet.benchmark_official),
+    in a process of its own with the checkout `repo` on PYTHONPATH."""
+    import subprocess
+    import sys
+
+    if not (Path(repo) / "vq_behavior_transformer" / "bet.py").is_file():
+        raise FileNotFoundError(
+            f"{repo} is not a checkout of jayLEE0301/vq_bet_official (no vq_behavior_transformer/bet.py)"
+        )
+    command = [sys.executable, "-m", "vqbet.benchmark_official", f"--batch={batch}", f"--steps={steps}"]
+    command.append(f"--threads={threads}")
+    paths = [str(Path(repo).resolve()), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    out = subprocess.run(command, env=env, capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("samples_per_s ")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"the official VQ-BeT benchmark failed:\n{out.stderr[-2000:]}")
+    return float(lines[-1].split()[1])
+
+
 def alternating_pairs(
     first: Callable[[], float], second: Callable[[], float], pairs: int
 ) -> tuple[float, float, float]:
@@ -112,26 +143,34 @@ def amp_speedup(name: str, batch: int, steps: int, device: torch.device, pairs: 
 
 
 @torch.no_grad()
-def chunk_call_ms(policy: VQBeTPolicy, batch: int, calls: int, exported: bool = False) -> float:
-    """Median ms of one predict_action_chunk call on CPU at `batch`: the eager policy, or its
-    `torch.export` program (`Policy.export`, loaded back as `ExportedPolicy`)."""
-    import tempfile
-
-    from vqbet.export import ExportedPolicy
-
-    policy.to("cpu").eval()
-    c = policy.config
-    obs = torch.randn(batch, c.obs_window, c.obs_dim)
-    call = policy.predict_action_chunk
-    with tempfile.TemporaryDirectory() as tmp:
-        if exported:
-            call = ExportedPolicy.load(policy.export(tmp)).predict_action_chunk
-        times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            call(obs)
-            times.append(time.perf_counter() - start)
+def call_ms(call: Callable[[torch.Tensor], torch.Tensor], obs: torch.Tensor, calls: int) -> float:
+    """Median ms of `call(obs)` (a predict_action_chunk: the eager policy's or an exported one's)
+    over `calls` calls after 5 warm-up calls."""
+    times = []
+    for _ in range(calls + 5):
+        start = time.perf_counter()
+        call(obs)
+        times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times[5:])
+
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product")
+
+
+def matmul_share(name: str, batch: int, steps: int, amp: bool = True) -> float:
+    """Share of a training step's self CPU time (torch.profiler) spent in matrix products
+    (mm, addmm, bmm, baddbmm, attention) for config `name`: what the rest of the step costs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device("cpu")
+    policy = make_policy(name)
+    train_samples_per_s(policy, batch, 2, device, amp=amp)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_samples_per_s(policy, batch, steps, device, amp=amp)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmul = sum(e.self_cpu_time_total for e in events if e.key.startswith(MATMUL_OPS))
+    return matmul / total
 
 
 @torch.no_grad()

@@ -63,6 +63,13 @@ def _task_attr(envs: gym.vector.VectorEnv, name: str, default: Any) -> Any:
         return default
 
 
+def _merge(finished: np.ndarray, new: Any, old: Any) -> Any:
+    """Rows (B,) of `new` where `finished`, of `old` elsewhere; arrays or dicts of arrays (cameras)."""
+    if isinstance(new, dict):
+        return {key: _merge(finished, new[key], old[key]) for key in new}
+    return np.where(finished.reshape(-1, *[1] * (np.ndim(new) - 1)), new, old)
+
+
 def evaluate(
     policy: Actor,
     make_env: Callable[[], gym.Env],
@@ -123,7 +130,7 @@ def evaluate(
                 lengths[i] = 0
             policy.reset(finished)
             new_obs, _ = envs.reset(seed=reseeds, options={"reset_mask": finished})
-            obs = np.where(finished[:, None], new_obs, obs)
+            obs = _merge(finished, new_obs, obs)
     finally:
         bar.close()
         envs.close()

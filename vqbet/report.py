@@ -26,6 +26,13 @@ def tile(frames: list[np.ndarray], columns: int) -> np.ndarray:
     return grid
 
 
+def stack_observations(observations: list[Any]) -> Any:
+    """One observation per env -> a batch: arrays stacked, or dicts (cameras) stacked per key."""
+    if isinstance(observations[0], dict):
+        return {key: np.stack([o[key] for o in observations]) for key in observations[0]}
+    return np.stack(observations)
+
+
 @torch.no_grad()
 def record_video(
     policy: Any,
@@ -39,7 +46,7 @@ def record_video(
     import imageio.v2 as imageio
 
     envs = [make_env(render_mode="rgb_array") for _ in range(episodes)]
-    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
+    obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
     done = np.zeros(episodes, dtype=bool)
     last = [env.render() for env in envs]
     policy.reset()
@@ -49,7 +56,7 @@ def record_video(
     with imageio.get_writer(path, fps=fps, macro_block_size=1) as writer:
         writer.append_data(tile(last, columns))
         while not done.all():
-            action = policy.select_action(obs)
+            action = policy.select_action(stack_observations(obs))
             action = action.cpu().numpy() if isinstance(action, torch.Tensor) else np.asarray(action)
             for i, env in enumerate(envs):
                 if done[i]:

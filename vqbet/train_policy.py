@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from vqbet.acting import state_of
 from vqbet.atomic import clean_stale
 from vqbet.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_json, read_tensors, write_folder
 from vqbet.config import check_ranges
@@ -171,8 +172,17 @@ class StepBatchSampler(Sampler[list[int]]):
             yield perm[i : i + self.batch_size][self.rank :: self.world].tolist()
 
 
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A batch on `device`; nested dicts (observations with cameras) too."""
+    return {
+        k: _to(v, device) if isinstance(v, dict) else v.to(device, non_blocking=True)
+        for k, v in batch.items()
+    }
+
+
+def _size(batch: dict[str, Any]) -> int:
+    """Windows in a batch (the state's first dimension)."""
+    return int(state_of(batch["obs"]).shape[0])
 
 
 @torch.no_grad()
@@ -183,8 +193,8 @@ def validation_loss(policy: torch.nn.Module, data: Dataset, batch_size: int, dev
     total, count = 0.0, 0
     for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
         loss, _ = policy(_to(batch, device))
-        total += loss.item() * batch["obs"].shape[0]
-        count += batch["obs"].shape[0]
+        total += loss.item() * _size(batch)
+        count += _size(batch)
     policy.train(was_training)
     return total / max(count, 1)
 
@@ -327,7 +337,7 @@ def train_policy(
             with torch.no_grad():
                 for e, p in zip(ema.parameters(), policy.parameters(), strict=True):
                     e.lerp_(p, 1.0 - config.ema_decay)
-        seen += batch["obs"].shape[0] * world
+        seen += _size(batch) * world
         bar.update()
         acting = ema if ema is not None else policy
         if not main_process:  # logging, evaluation and checkpoints happen on rank 0 only

@@ -14,20 +14,36 @@ class EpisodeData:
     """All steps of all episodes, concatenated.
 
     obs (N, D) float, action (N, A) float, episode_ends (E,) int64: the exclusive end index of each
-    episode, strictly increasing, last one == N. image (N, H, W, 3) uint8 is optional (an array or a
-    lazily read HDF5 dataset). attrs holds metadata (task id, expert, seeds, versions, ...).
+    episode, strictly increasing, last one == N. images maps camera names to (N, H, W, 3) uint8
+    frames (arrays, lazily read HDF5 datasets or video frames); `image` is the camera named "image"
+    (the one camera of the formats that read one). attrs holds metadata (task id, expert, seeds,
+    versions, ...). obs is the state part of an observation; a policy with cameras sees
+    {"state": obs, <camera>: frames}.
     """
 
     obs: np.ndarray
     action: np.ndarray
     episode_ends: np.ndarray
-    image: Any = None
+    images: dict[str, Any] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
 
     def __post_init__(self) -> None:
         self.episode_ends = np.asarray(self.episode_ends, dtype=np.int64)
+        self.images = dict(self.images or {})
         validate(self)
+
+    @property
+    def image(self) -> Any:
+        """The frames of the camera named "image", or None."""
+        return self.images.get("image")
+
+    @image.setter
+    def image(self, frames: Any) -> None:
+        if frames is None:
+            self.images.pop("image", None)
+        else:
+            self.images["image"] = frames
 
     @property
     def num_episodes(self) -> int:
@@ -63,18 +79,21 @@ class EpisodeData:
     def from_episodes(
         episodes: list[dict[str, np.ndarray]], attrs: dict[str, Any] | None = None
     ) -> EpisodeData:
-        """Concatenate a list of {"obs": (T, D), "action": (T, A)[, "image": (T, H, W, 3)]}."""
+        """Concatenate a list of {"obs": (T, D), "action": (T, A)[, "images": {camera: (T, H, W, 3)}]}
+        (a camera is kept when every episode has it)."""
         if not episodes:
             raise ValueError("from_episodes: no episodes given")
         lengths = [len(e["obs"]) for e in episodes]
-        image = None
-        if all("image" in e for e in episodes):
-            image = np.concatenate([e["image"] for e in episodes]).astype(np.uint8)
+        cameras = set.intersection(*(set(e.get("images", {})) for e in episodes))
+        images = {
+            camera: np.concatenate([e["images"][camera] for e in episodes]).astype(np.uint8)
+            for camera in sorted(cameras)
+        }
         return EpisodeData(
             obs=np.concatenate([e["obs"] for e in episodes]).astype(np.float32),
             action=np.concatenate([e["action"] for e in episodes]).astype(np.float32),
             episode_ends=np.cumsum(lengths),
-            image=image,
+            images=images,
             attrs=dict(attrs or {}),
         )
 
@@ -103,10 +122,10 @@ def validate(data: EpisodeData) -> None:
         raise ValueError(f"{src}: 'episode_ends' must be strictly increasing and positive")
     if ends[-1] != n:
         raise ValueError(f"{src}: 'episode_ends' ends at {ends[-1]}, but there are {n} steps")
-    if data.image is not None:
-        shape = tuple(data.image.shape)
+    for camera, frames in data.images.items():
+        shape = tuple(frames.shape)
         if len(shape) != 4 or shape[0] != n or shape[-1] != 3:
-            raise ValueError(f"{src}: 'image' must be ({n}, H, W, 3), got {shape}")
+            raise ValueError(f"{src}: camera {camera!r} must be ({n}, H, W, 3) images, got {shape}")
 
 
 MIN_SCALE = 0.01

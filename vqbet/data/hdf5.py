@@ -4,7 +4,8 @@ Layout (all at the root):
     obs           (N, D) float32   observation of every step, episodes concatenated
     action        (N, A) float32   action taken at that step
     episode_ends  (E,)   int64     exclusive end index of each episode (last == N)
-    image         (N, H, W, 3) uint8, optional, chunked one frame per chunk, read lazily
+    images/<cam>  (N, H, W, 3) uint8 per camera, optional, one frame per chunk (lzf-compressed),
+                  read lazily; a root `image` (files of earlier versions) is the camera "image"
     attributes    metadata: task id, expert, seeds, library versions, success rate, modes, ...
                   (JSON-encoded strings for anything that is not a plain number or string)
 """
@@ -36,9 +37,11 @@ def write_hdf5(path: str | os.PathLike, data: EpisodeData) -> Path:
             f.create_dataset("obs", data=np.asarray(data.obs, dtype=np.float32))
             f.create_dataset("action", data=np.asarray(data.action, dtype=np.float32))
             f.create_dataset("episode_ends", data=data.episode_ends.astype(np.int64))
-            if data.image is not None:
-                image = np.asarray(data.image, dtype=np.uint8)
-                f.create_dataset("image", data=image, chunks=(1, *image.shape[1:]), compression="lzf")
+            for camera, frames in data.images.items():
+                frames = np.asarray(frames, dtype=np.uint8)
+                f.create_dataset(
+                    f"images/{camera}", data=frames, chunks=(1, *frames.shape[1:]), compression="lzf"
+                )
             for key, value in data.attrs.items():
                 f.attrs[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
         os.replace(tmp, final)
@@ -86,7 +89,7 @@ def _check_dataset(file: Path, key: str, item: Any) -> None:
 
 
 def read_hdf5(path: str | os.PathLike, load_images: bool = False) -> EpisodeData:
-    """Read a dataset written by `write_hdf5`. Images stay on disk (an h5py dataset, read per
+    """Read a dataset written by `write_hdf5`. Images stay on disk (h5py datasets, read per
     index) unless `load_images`; the file then stays open for as long as the data lives."""
     file = Path(path)
     if not file.is_file():
@@ -107,16 +110,17 @@ def read_hdf5(path: str | os.PathLike, load_images: bool = False) -> EpisodeData
             ends = handle["episode_ends"][()]
         except (OSError, KeyError) as err:
             raise ValueError(f"{file}: could not read the arrays (truncated file?): {err}") from None
-        image = None
+        stored = dict(handle["images"]) if isinstance(handle.get("images"), h5py.Group) else {}
         if "image" in handle:
-            image = handle["image"][()] if load_images else handle["image"]
+            stored.setdefault("image", handle["image"])
+        images = {camera: item[()] if load_images else item for camera, item in stored.items()}
         attrs = {key: _attr(value) for key, value in handle.attrs.items()}
         data = EpisodeData(
-            obs=obs, action=action, episode_ends=ends, image=image, attrs=attrs, source=str(file)
+            obs=obs, action=action, episode_ends=ends, images=images, attrs=attrs, source=str(file)
         )
     except BaseException:
         handle.close()
         raise
-    if image is None or load_images:
+    if not images or load_images:
         handle.close()
     return data

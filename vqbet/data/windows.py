@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,12 +28,13 @@ class TrajectoryWindows(Dataset):
     """Windows anchored at every step of the chosen episodes.
 
     Item i, anchored at step t of an episode starting at s and ending (exclusive) at e:
-        "obs":         (To, D) float32, steps t-To+1 .. t; steps before s repeat step s
+        "obs":         (To, D) float32, steps t-To+1 .. t; steps before s repeat step s; with
+                       `cameras`, a dict {"state": (To, D), <camera>: (To, H, W, 3) uint8}
         "action":      (To, Ta, A) float32, for window step j at step u: actions u .. u+Ta-1;
                        steps at or past e repeat the episode's last action
         "action_mask": (To, Ta) bool, False where an action was padded
-        "image":       (To, H, W, 3) uint8, only with `with_images`
-    Items are built with numpy on the CPU: no per-item GPU work, so DataLoader workers run.
+    Items are built with numpy on the CPU: no per-item GPU work, so DataLoader workers run (and
+    read the frames of lazily stored cameras in parallel).
     """
 
     def __init__(
@@ -41,16 +43,19 @@ class TrajectoryWindows(Dataset):
         obs_window: int,
         action_chunk: int,
         episodes: Sequence[int] | np.ndarray | None = None,
-        with_images: bool = False,
+        cameras: Sequence[str] = (),
     ) -> None:
         if obs_window < 1 or action_chunk < 1:
             raise ValueError(f"obs_window and action_chunk must be >= 1, got {obs_window} and {action_chunk}")
-        if with_images and data.image is None:
-            raise ValueError(f"{data.source}: with_images=True but the dataset has no 'image'")
+        missing = [camera for camera in cameras if camera not in data.images]
+        if missing:
+            raise ValueError(
+                f"{data.source}: camera(s) {missing} asked for, but the dataset holds {sorted(data.images)}"
+            )
         self.data = data
         self.obs_window = obs_window
         self.action_chunk = action_chunk
-        self.with_images = with_images
+        self.cameras = list(cameras)
         chosen = np.arange(data.num_episodes) if episodes is None else np.asarray(episodes, dtype=int)
         if chosen.size == 0:
             raise ValueError("TrajectoryWindows: no episodes chosen")
@@ -80,15 +85,17 @@ class TrajectoryWindows(Dataset):
         if not -len(self) <= i < len(self):
             raise IndexError(f"window {i} out of range for {len(self)} windows")
         obs_idx, act_idx, mask = self.indices(int(i) % len(self))
-        item = {
-            "obs": torch.from_numpy(np.asarray(self.data.obs[obs_idx], dtype=np.float32)),
+        obs: Any = torch.from_numpy(np.asarray(self.data.obs[obs_idx], dtype=np.float32))
+        if self.cameras:
+            unique, inverse = np.unique(obs_idx, return_inverse=True)  # h5py wants increasing
+            obs = {"state": obs}
+            for camera in self.cameras:
+                obs[camera] = torch.from_numpy(np.asarray(self.data.images[camera][unique])[inverse])
+        return {
+            "obs": obs,
             "action": torch.from_numpy(np.asarray(self.data.action[act_idx], dtype=np.float32)),
             "action_mask": torch.from_numpy(mask),
         }
-        if self.with_images:
-            unique, inverse = np.unique(obs_idx, return_inverse=True)  # h5py wants increasing
-            item["image"] = torch.from_numpy(np.asarray(self.data.image[unique])[inverse])
-        return item
 
     def steps(self) -> np.ndarray:
         """Global step indices of the chosen episodes, for normalisation statistics."""

@@ -20,16 +20,16 @@ from vqbet.progress import Progress
 _ENV: Any = None  # one env per worker process, reused across its episodes
 
 
-def _worker_episode(job: tuple[str, int, bool, float, int]) -> dict:
+def _worker_episode(job: tuple[str, dict, int, bool, float, int]) -> dict:
     global _ENV
     import gymnasium as gym
 
     import envs  # noqa: F401  (registers the tasks in this process)
     from envs.rollout import expert_episode
 
-    env_id, seed, images, perturb, perturb_hold = job
-    if _ENV is None or _ENV.spec.id != env_id:
-        _ENV = gym.make(env_id, render_mode="rgb_array" if images else None)
+    env_id, env_kwargs, seed, images, perturb, perturb_hold = job
+    if _ENV is None or (_ENV.spec.id, _ENV.spec.kwargs) != (env_id, env_kwargs):
+        _ENV = gym.make(env_id, render_mode="rgb_array" if images else None, **env_kwargs)
     episode = expert_episode(_ENV, seed, images=images, perturb=perturb, perturb_hold=perturb_hold)
     episode.pop("info")
     return episode
@@ -57,11 +57,13 @@ def collect(
     images: bool = False,
     perturb: float = 0.0,
     perturb_hold: int = 1,
+    env_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> Path:
     """Run the expert on seeds seed..seed+episodes-1 in `workers` processes and write the dataset
     atomically to `out` with its metadata. Returns the file's path. `perturb`/`perturb_hold`:
-    DART-style noise on the executed actions (see envs.rollout.expert_episode)."""
+    DART-style noise on the executed actions (see envs.rollout.expert_episode). `env_kwargs` go to
+    `gym.make` (e.g. obs_mode="pixels+agent", cameras=["top", "side"]: every camera is stored)."""
     import gymnasium as gym
 
     import envs  # noqa: F401
@@ -70,8 +72,9 @@ def collect(
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     check_perturbation(perturb, perturb_hold)  # before any worker starts
-    jobs = [(env_id, seed + i, images, perturb, perturb_hold) for i in range(episodes)]
-    probe = gym.make(env_id)
+    env_kwargs = dict(env_kwargs or {})
+    jobs = [(env_id, env_kwargs, seed + i, images, perturb, perturb_hold) for i in range(episodes)]
+    probe = gym.make(env_id, **env_kwargs)  # bad kwargs fail here, before any worker starts
     num_modes = int(getattr(probe.unwrapped, "num_modes", 1))
     fps = probe.unwrapped.metadata.get("render_fps")
     probe.close()
@@ -123,11 +126,12 @@ def collect(
         "max_order_entropy": math.log(num_modes),
         "collection_seconds": seconds,
         "images": images,
+        "env_kwargs": env_kwargs,
         "perturb": perturb,
         "perturb_hold": perturb_hold,
     }
     data = EpisodeData.from_episodes(
-        [{k: r[k] for k in ("obs", "action", "image") if k in r} for r in kept], attrs=attrs
+        [{k: r[k] for k in ("obs", "action", "images") if k in r} for r in kept], attrs=attrs
     )
     path = write_hdf5(out, data)
     print(

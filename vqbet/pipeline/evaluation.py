@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,41 @@ def _make_env(env_id: str, **kwargs: Any) -> Any:
     return gym.make(env_id, disable_env_checker=True, **kwargs)
 
 
-def env_factory(env_id: str) -> functools.partial:
-    """`make_env(**kwargs) -> gym.Env` for a registered task (picklable, for AsyncVectorEnv)."""
-    return functools.partial(_make_env, env_id)
+def env_factory(env_id: str, **env_kwargs: Any) -> functools.partial:
+    """`make_env(**kwargs) -> gym.Env` for a registered task with `env_kwargs` (a task config's
+    `env_kwargs`: obs_mode, cameras), picklable for AsyncVectorEnv."""
+    return functools.partial(_make_env, env_id, **env_kwargs)
+
+
+def check_env_fits(policy: Policy, make_env: Callable[..., Any], env_id: str) -> None:
+    """Raise ValueError, before any episode runs, when the env's observations are not what the
+    policy takes: its state size, and every camera the policy sees at the policy's image size."""
+    env = make_env()
+    try:
+        space = env.observation_space
+    finally:
+        env.close()
+    spaces = dict(space.spaces) if hasattr(space, "spaces") else {"state": space}
+    vision = policy.config.vision
+    state = spaces.get("state")
+    state_dim = int(state.shape[0]) if state is not None else 0
+    if state_dim != policy.config.obs_dim:
+        raise ValueError(
+            f"{env_id}: observations hold a state of {state_dim}, the policy takes {policy.config.obs_dim}"
+        )
+    cameras = {k: tuple(v.shape) for k, v in spaces.items() if k != "state"}
+    missing = [c for c in vision.cameras if c not in cameras]
+    if missing:
+        raise ValueError(
+            f"{env_id}: the policy sees cameras {vision.cameras}, the env gives {sorted(cameras)} (missing "
+            f"{missing}); set the task's env_kwargs (obs_mode, cameras) to the policy's"
+        )
+    for camera in vision.cameras:
+        if cameras[camera] != (*vision.image_size, 3):
+            raise ValueError(
+                f"{env_id}: camera {camera!r} renders {cameras[camera]}, the policy was trained on "
+                f"{(*vision.image_size, 3)} (vision.image_size); make the env with that width and height"
+            )
 
 
 def read_task_data(task: dict[str, Any]) -> EpisodeData:
@@ -58,13 +91,16 @@ def evaluate_and_report(
     out_dir: Path,
     extra: dict[str, Any],
     started: float | None = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate `policy` on `env_id` (episodes, num_envs, video_episodes, first_seed of `eval_cfg`)
+    """Evaluate `policy` on `env_id` made with `env_kwargs` (episodes, num_envs, video_episodes,
+    first_seed of `eval_cfg`)
     and write results.json, report.md, orders.png and rollouts.mp4 into `out_dir`. The expert
     reference comes from the policy's recorded demonstrations metadata. Returns the results; with
     `started` (a perf_counter time) they hold the seconds since then as total_seconds."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    make_env = env_factory(env_id)
+    make_env = env_factory(env_id, **(env_kwargs or {}))
+    check_env_fits(policy, make_env, env_id)
     attrs = policy.metadata.get("demonstrations", {})
     first_seed = eval_cfg.first_seed
     result = evaluate(policy, make_env, eval_cfg.episodes, first_seed, num_envs=eval_cfg.num_envs)
@@ -195,6 +231,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], task_given: bool = False) -> dict[s
     print(f"evaluating {checkpoint} on {task['env_id']}, {eval_cfg.episodes} episodes -> {out_dir}")
     started = time.perf_counter()
     extra = {"checkpoint": str(checkpoint), "device": str(device), "seed": int(cfg["seed"]), "act": overrides}
-    results = evaluate_and_report(policy, task["env_id"], eval_cfg, out_dir, extra)
+    env_kwargs = task.get("env_kwargs") or {}
+    results = evaluate_and_report(policy, task["env_id"], eval_cfg, out_dir, extra, env_kwargs=env_kwargs)
     print(f"{time.perf_counter() - started:.0f} s")
     return results

@@ -39,7 +39,10 @@ def build_policy(cfg: dict[str, Any]) -> Policy:
     for families that learn a tokenizer, cfg["tokenizer"]["model"]."""
     fields = dict(cfg["policy"])
     family = policy_class(fields.pop("name"))
-    fields.update({k: cfg["task"][k] for k in TASK_DIMENSIONS if k in cfg["task"]})
+    task = cfg["task"]
+    fields.update({k: task[k] for k in TASK_DIMENSIONS if k in task})
+    if task.get("cameras"):  # a pixel task: its cameras (and their encoder settings)
+        fields["vision"] = {**fields.get("vision", {}), **task.get("vision", {}), "cameras": task["cameras"]}
     return family.build(fields, cfg.get("tokenizer", {}).get("model"))
 
 
@@ -111,6 +114,7 @@ def load_demonstrations(
                 workers=c.workers,
                 perturb=c.perturb,
                 perturb_hold=c.perturb_hold,
+                env_kwargs=task.get("env_kwargs"),
             )
     if world > 1:
         torch.distributed.barrier()
@@ -175,6 +179,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     prepare_run_dir(run, content_hash)
     train_eps, val_eps = split_episodes(data.num_episodes, run.data.val_fraction, seed=seed)
     shape = dict(obs_window=int(task["obs_window"]), action_chunk=int(task["action_chunk"]))
+    shape["cameras"] = list(task.get("cameras") or [])
     train_set = TrajectoryWindows(data, episodes=train_eps, **shape)
     val_set = TrajectoryWindows(data, episodes=val_eps, **shape) if len(val_eps) else None
     if rank == 0:
@@ -195,7 +200,8 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     params = sum(p.numel() for p in policy.parameters())
     print(f"phase 2: {policy.name} on {len(train_set)} windows ({params:,} params)")
     offline, eval_cfg = task["env_id"] is None, run.eval
-    make_env = None if offline else env_factory(task["env_id"])
+    env_kwargs = dict(task.get("env_kwargs") or {})
+    make_env = None if offline else env_factory(task["env_id"], **env_kwargs)
     held_out = val_set or train_set  # offline metrics on held-out episodes when there are any
 
     def on_eval(acting: Policy, step: int) -> dict[str, float]:
@@ -250,6 +256,6 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         results = offline_and_report(best, held_out, run_dir, {**extra, "evaluated_on": where}, started)
     else:
         print(f"evaluating {run_dir / 'checkpoints' / 'best'} on {eval_cfg.episodes} episodes")
-        results = evaluate_and_report(best, task["env_id"], eval_cfg, run_dir, extra, started)
+        results = evaluate_and_report(best, task["env_id"], eval_cfg, run_dir, extra, started, env_kwargs)
     print(f"{time.perf_counter() - started:.0f} s in all")
     return results

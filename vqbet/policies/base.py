@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vqbet.acting import ChunkActing, check_relative_to, to_relative
+from vqbet.acting import ChunkActing, Observation, as_observation, check_relative_to, state_of, to_relative
 from vqbet.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -32,6 +32,7 @@ from vqbet.config import check_literals, config_from_dict
 from vqbet.data import TrajectoryWindows
 from vqbet.normalize import Normalizer
 from vqbet.policies.registry import policy_class
+from vqbet.vision import ImageEncoders, VisionConfig
 
 MODEL_TYPE = "vqbet.policy"
 FORMAT_VERSION = 2
@@ -63,8 +64,13 @@ class PolicyConfig:
     nonfinite_obs: Literal["raise", "hold"] = "raise"
     """What `select_action` does with a NaN/inf observation: raise, or act on that env's last
     finite observation (warning once)."""
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    """Cameras the policy sees besides the state, and their encoder (vqbet.vision); no cameras by
+    default. With cameras, observations are {"state": (..., D), <camera>: (..., H, W, 3) uint8}."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.vision, dict):
+            self.vision = config_from_dict(VisionConfig, self.vision, f"{type(self).__name__}.vision")
         check_literals(self)
         self.check_positive("obs_dim", "action_dim", "obs_window", "action_chunk")
         if self.ensemble_decay < 0:
@@ -109,6 +115,9 @@ class Policy(ChunkActing, nn.Module):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config)}")
         self.config = config
         self.obs_normalizer = Normalizer(config.obs_dim, mode=config.obs_normalization)
+        self.image_encoders = ImageEncoders(config.vision) if config.vision.cameras else None
+        self.obs_features = config.obs_dim + config.vision.feature_dim
+        """Features per step the network sees: the state, then each camera's encoding."""
         self.metadata: dict[str, Any] = {}
         """Free JSON metadata saved with the checkpoint (the pipeline records the task here)."""
         self.reset()
@@ -142,33 +151,55 @@ class Policy(ChunkActing, nn.Module):
 
     def chunks_in_frame(self, windows: TrajectoryWindows) -> Tensor:
         """(M, Ta, A) the action chunk at every step of `windows`, in the policy's action frame."""
-        chunks, obs = windows.action_chunks(), windows.anchor_obs()
+        chunks, obs = windows.action_chunks(), windows.anchor_obs()  # obs: the state
         relative = to_relative(chunks, obs, self.config.action_relative_to)
         return torch.from_numpy(np.ascontiguousarray(relative, dtype=np.float32))
 
     def freeze_statistics(self) -> None:
         """End of phase 1: what `fit_statistics` learnt stops changing (phase 2 calls this)."""
 
+    # -- observations ----------------------------------------------------------------------
+    def observe(self, obs: Observation) -> Tensor:
+        """Raw observations (B, T, D), or {"state": (B, T, D), <camera>: (B, T, H, W, 3) uint8}
+        -> what the network sees (B, T, obs_features): the normalised state, then each camera's
+        features (random crops in training mode, centre crops in eval mode)."""
+        x = self.obs_normalizer.normalize(state_of(obs))
+        if self.image_encoders is None:
+            return x
+        return torch.cat([x, self.image_encoders(obs).to(x.dtype)], dim=-1)
+
+    def check_obs(self, obs: Observation) -> None:
+        c = self.config
+        cameras = c.vision.cameras
+        if cameras and not isinstance(obs, dict):
+            raise ValueError(f"this policy sees cameras {cameras}: pass {{'state': ..., <camera>: ...}}")
+        state = state_of(obs)
+        if state.ndim != 3 or state.shape[-1] != c.obs_dim or not 1 <= state.shape[1] <= c.obs_window:
+            raise ValueError(
+                f"obs must have shape (B, T <= {c.obs_window}, {c.obs_dim}), got {tuple(state.shape)}"
+            )
+        if self.image_encoders is not None:
+            self.image_encoders.check(obs, "obs")
+            for camera in cameras:
+                if tuple(obs[camera].shape[:2]) != tuple(state.shape[:2]):
+                    raise ValueError(
+                        f"obs: camera {camera!r} has (B, T) = {tuple(obs[camera].shape[:2])}, the state "
+                        f"{tuple(state.shape[:2])}"
+                    )
+
     # -- training --------------------------------------------------------------------------
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
 
-    def check_obs(self, obs: Tensor) -> None:
-        c = self.config
-        if obs.ndim != 3 or obs.shape[-1] != c.obs_dim or not 1 <= obs.shape[1] <= c.obs_window:
-            raise ValueError(
-                f"obs must have shape (B, T <= {c.obs_window}, {c.obs_dim}), got {tuple(obs.shape)}"
-            )
-
-    def check_batch(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """(obs (B, T, D), action (B, T, Ta, A)) of a training batch, or a ValueError naming what
-        is wrong."""
+    def check_batch(self, batch: dict[str, Any]) -> tuple[Observation, Tensor]:
+        """(obs (B, T, D) or a dict with cameras, action (B, T, Ta, A)) of a training batch, or a
+        ValueError naming what is wrong."""
         if "obs" not in batch or "action" not in batch:
             raise ValueError(f"a batch needs 'obs' and 'action', got keys {sorted(batch)}")
         c = self.config
         obs, action = batch["obs"], batch["action"]
         self.check_obs(obs)
-        b, t = obs.shape[:2]
+        b, t = state_of(obs).shape[:2]
         if tuple(action.shape) != (b, t, c.action_chunk, c.action_dim):
             raise ValueError(
                 f"action must have shape (B, T, {c.action_chunk}, {c.action_dim}) matching obs "
@@ -178,20 +209,22 @@ class Policy(ChunkActing, nn.Module):
 
     # -- acting ----------------------------------------------------------------------------
     @torch.no_grad()
-    def predict_action_chunk(
-        self, obs_window: Tensor | np.ndarray, goal: Tensor | np.ndarray | None = None
-    ) -> Tensor:
-        """obs_window (B, T <= To, D) raw -> action chunk (B, Ta, A) raw (absolute), for the last
-        step. Numpy or torch input, on any device."""
+    def predict_action_chunk(self, obs_window: Any, goal: Tensor | np.ndarray | None = None) -> Tensor:
+        """obs_window (B, T <= To, D) raw, or {"state": (B, T, D), <camera>: (B, T, H, W, 3)
+        uint8} -> action chunk (B, Ta, A) raw (absolute), for the last step. Numpy or torch input,
+        on any device."""
         device = next(self.parameters()).device
-        obs = torch.as_tensor(obs_window, dtype=torch.float32, device=device)
+        obs: Observation = as_observation(obs_window, device)
+        if not isinstance(obs_window, dict):
+            obs = obs["state"]
         self.check_obs(obs)
         if goal is not None:
             goal = torch.as_tensor(goal, dtype=torch.float32, device=device)
         return self._predict_chunk(obs, goal)
 
-    def _predict_chunk(self, obs: Tensor, goal: Tensor | None) -> Tensor:
-        """obs (B, T, D) float tensor on the policy's device -> (B, Ta, A) raw."""
+    def _predict_chunk(self, obs: Observation, goal: Tensor | None) -> Tensor:
+        """obs (B, T, D) float tensor (or a dict with cameras) on the policy's device -> (B, Ta, A)
+        raw."""
         raise NotImplementedError
 
     # -- persistence -----------------------------------------------------------------------
@@ -212,12 +245,18 @@ class Policy(ChunkActing, nn.Module):
             path, json_files={CONFIG_FILE: self.meta()}, tensor_files={WEIGHTS_FILE: self.state_dict()}
         )
 
-    def export(self, path: str | os.PathLike, *, max_batch: int = 4096) -> Path:
+    def export(self, path: str | os.PathLike, *, max_batch: int = 4096, compiled: bool = False) -> Path:
         """A `torch.export` program of acting (obs window -> chunk) in folder `path`, which
-        `vqbet.export.ExportedPolicy.load` (or any `torch.export.load`) runs without this code."""
+        `vqbet.export.ExportedPolicy.load` (or any `torch.export.load`) runs without this code;
+        `compiled`: an AOTInductor package of native code instead (faster; this torch and CPU)."""
         from vqbet.export import export_policy
 
-        return export_policy(self, path, max_batch=max_batch)
+        return export_policy(self, path, max_batch=max_batch, compiled=compiled)
+
+    def upgrade_state(self, tensors: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+        """A checkpoint's tensors in this version's layout (a family rewrites the keys of older
+        layouts it still reads); `source` names the file in errors."""
+        return tensors
 
     @classmethod
     def _from_meta(cls, config: PolicyConfig, meta: dict[str, Any], source: str) -> Policy:
@@ -244,7 +283,8 @@ class Policy(ChunkActing, nn.Module):
                     f"{source}: checkpoint has {name}={getattr(config, name)}, but {name}={want} is expected"
                 )
         policy = klass._from_meta(config, meta, source)
-        load_state_strict(policy, read_tensors(path), str(Path(path) / WEIGHTS_FILE))
+        weights = str(Path(path) / WEIGHTS_FILE)
+        load_state_strict(policy, policy.upgrade_state(read_tensors(path), weights), weights)
         policy.metadata = dict(meta.get("metadata") or {})
         return policy.to(map_location).eval()
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vqbet.acting import to_absolute, to_relative
+from vqbet.acting import Observation, state_of, to_absolute, to_relative
 from vqbet.data import TrajectoryWindows
 from vqbet.normalize import Normalizer
 from vqbet.policies.base import Policy, PolicyConfig, masked_mean
@@ -43,7 +43,7 @@ class MLPPolicy(Policy):
         super().__init__(config)
         c = config
         self.action_normalizer = Normalizer(c.action_dim)
-        self.net = mlp(c.obs_window * c.obs_dim, c.hidden, c.action_chunk * c.action_dim, c.depth)
+        self.net = mlp(c.obs_window * self.obs_features, c.hidden, c.action_chunk * c.action_dim, c.depth)
 
     @property
     def network(self) -> nn.Module:
@@ -56,22 +56,22 @@ class MLPPolicy(Policy):
         self.action_normalizer.fit(self.chunks_in_frame(windows).reshape(-1, self.config.action_dim))
         return {}
 
-    def _normalised_chunk(self, obs: Tensor) -> Tensor:
+    def _normalised_chunk(self, obs: Observation) -> Tensor:
         c = self.config
-        if obs.shape[1] < c.obs_window:  # pad the start like the acting history does
-            obs = torch.cat([obs[:, :1].expand(-1, c.obs_window - obs.shape[1], -1), obs], dim=1)
-        x = self.obs_normalizer.normalize(obs).reshape(obs.shape[0], -1)
-        return self.net(x).view(-1, c.action_chunk, c.action_dim)
+        x = self.observe(obs)
+        if x.shape[1] < c.obs_window:  # pad the start like the acting history does
+            x = torch.cat([x[:, :1].expand(-1, c.obs_window - x.shape[1], -1), x], dim=1)
+        return self.net(x.reshape(x.shape[0], -1)).view(-1, c.action_chunk, c.action_dim)
 
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         """MSE between the predicted and demonstrated chunk of the window's last step."""
         obs, action = self.check_batch(batch)
-        relative = to_relative(action[:, -1], obs[:, -1], self.config.action_relative_to)
+        relative = to_relative(action[:, -1], state_of(obs)[:, -1], self.config.action_relative_to)
         error = (self._normalised_chunk(obs) - self.action_normalizer.normalize(relative)).square()
         mask = batch.get("action_mask")
         loss = masked_mean(error, None if mask is None else mask[:, -1])
         return loss, {"loss": loss.item(), "mse": loss.item()}
 
-    def _predict_chunk(self, obs: Tensor, goal: Tensor | None) -> Tensor:
+    def _predict_chunk(self, obs: Observation, goal: Tensor | None) -> Tensor:
         chunk = self.action_normalizer.unnormalize(self._normalised_chunk(obs))
-        return to_absolute(chunk, obs[:, -1], self.config.action_relative_to)
+        return to_absolute(chunk, state_of(obs)[:, -1], self.config.action_relative_to)

@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqbet.acting import to_absolute, to_relative
+from vqbet.acting import Observation, state_of, to_absolute, to_relative
 from vqbet.data import TrajectoryWindows
 from vqbet.gpt import GPT
+from vqbet.heads import PredictionHeads
 from vqbet.kmeans_tokenizer import KMeansTokenizer, KMeansTokenizerConfig
 from vqbet.policies.base import Policy, PolicyConfig, masked_mean
 from vqbet.policies.registry import register_policy
-from vqbet.tokenizer import ActionTokenizer, ChunkTokenizer, TokenizerConfig, mlp
+from vqbet.tokenizer import ActionTokenizer, ChunkTokenizer, TokenizerConfig
 from vqbet.train import TokenizerFitConfig, fit_tokenizer
 
 TOKENIZERS: dict[str, tuple[type[ChunkTokenizer], Any]] = {
@@ -80,11 +81,12 @@ class VQBeTConfig(PolicyConfig):
 
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float) -> Tensor:
-    """Mean focal loss -(1 - p_t)^gamma log p_t; logits (N, K), target (N,)."""
-    log_p = F.log_softmax(logits, dim=-1).gather(1, target[:, None]).squeeze(1)
+    """Focal loss -(1 - p_t)^gamma log p_t, averaged over N: logits (..., N, K), target (..., N)
+    -> (...) (one loss per RVQ layer for logits (L, N, K))."""
+    log_p = F.log_softmax(logits.float(), dim=-1).gather(-1, target[..., None]).squeeze(-1)
     if gamma == 0:
-        return -log_p.mean()
-    return -((1 - log_p.exp()) ** gamma * log_p).mean()
+        return -log_p.mean(-1)
+    return -((1 - log_p.exp()) ** gamma * log_p).mean(-1)
 
 
 def sample_codes(logits: Tensor, temperature: float) -> Tensor:
@@ -127,7 +129,7 @@ class VQBeTPolicy(Policy):
                 f"code_loss_weights has {len(c.code_loss_weights)} entries for {self.num_layers} RVQ layers"
             )
         self.register_buffer("tokenizer_frozen", torch.tensor(False))
-        token_in = c.obs_dim + (c.goal_dim if c.goal_conditioning == "concat" else 0)
+        token_in = self.obs_features + (c.goal_dim if c.goal_conditioning == "concat" else 0)
         self.obs_embed = nn.Linear(token_in, c.n_embd)
         self.goal_embed = nn.Linear(c.goal_dim, c.n_embd) if c.goal_conditioning == "prepend" else None
         extra = 1 if c.goal_conditioning == "prepend" else 0
@@ -138,16 +140,14 @@ class VQBeTPolicy(Policy):
             n_embd=c.n_embd,
             dropout=c.dropout,
         )
-        layers, k = self.num_layers, self.codebook_size
-        self.code_embed = nn.ModuleList([nn.Embedding(k, c.code_embd) for _ in range(layers)])
-        if c.sequential_codes:
-            self.code_heads = nn.ModuleList(
-                [mlp(c.n_embd + i * c.code_embd, c.head_hidden, k, 2) for i in range(layers)]
-            )
-        else:
-            self.code_heads = nn.ModuleList([mlp(c.n_embd, c.head_hidden, layers * k, 2)])
-        self.offset_head = mlp(
-            c.n_embd + layers * c.code_embd, c.head_hidden, c.action_chunk * c.action_dim, 2
+        self.heads = PredictionHeads(
+            c.n_embd,
+            c.code_embd,
+            c.head_hidden,
+            self.num_layers,
+            self.codebook_size,
+            c.action_chunk * c.action_dim,
+            sequential=c.sequential_codes,
         )
 
     @classmethod
@@ -212,11 +212,11 @@ class VQBeTPolicy(Policy):
         return self
 
     # -- model -----------------------------------------------------------------------------
-    def features(self, obs: Tensor, goal: Tensor | None = None, last_only: bool = False) -> Tensor:
-        """obs (B, T, D) raw -> transformer features (B, T, n_embd), or (B, 1, n_embd) for the last
-        step only when `last_only`."""
+    def features(self, obs: Observation, goal: Tensor | None = None, last_only: bool = False) -> Tensor:
+        """obs (B, T, D) raw (or a dict with cameras) -> transformer features (B, T, n_embd), or
+        (B, 1, n_embd) for the last step only when `last_only`."""
         c = self.config
-        x = self.obs_normalizer.normalize(obs)
+        x = self.observe(obs)
         if c.goal_conditioning != "none":
             if goal is None or goal.shape[-1] != c.goal_dim:
                 raise ValueError(f"this policy is goal-conditioned: pass goal (B, {c.goal_dim})")
@@ -229,61 +229,57 @@ class VQBeTPolicy(Policy):
         feats = self.gpt(tokens, last_only)
         return feats[:, 1:] if self.goal_embed is not None and not last_only else feats
 
-    def _embedded(self, codes: Tensor, upto: int) -> list[Tensor]:
-        return [self.code_embed[i](codes[:, i]) for i in range(upto)]
-
-    def code_logits(self, h: Tensor, codes: Tensor) -> list[Tensor]:
-        """Per-layer logits (N, K) from features h (N, C), teacher-forced on codes (N, L)."""
-        if not self.config.sequential_codes:
-            return list(self.code_heads[0](h).view(h.shape[0], self.num_layers, -1).unbind(1))
-        return [
-            head(torch.cat([h, *self._embedded(codes, i)], dim=-1)) for i, head in enumerate(self.code_heads)
-        ]
+    def code_logits(self, h: Tensor, codes: Tensor) -> Tensor:
+        """Per-layer logits (L, N, K) from features h (N, C), teacher-forced on codes (N, L)."""
+        return self.heads(h, codes)[0]
 
     def offsets(self, h: Tensor, codes: Tensor) -> Tensor:
         """Offset (N, Ta, A) in normalised action units, for features h (N, C) and codes (N, L)."""
         c = self.config
-        out = self.offset_head(torch.cat([h, *self._embedded(codes, self.num_layers)], dim=-1))
-        return out.view(-1, c.action_chunk, c.action_dim)
+        return self.heads(h, codes)[1].view(-1, c.action_chunk, c.action_dim)
 
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    def upgrade_state(self, tensors: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+        """Checkpoints of the per-head layout (before `PredictionHeads`) load into this one, the
+        joint code head (sequential_codes=false) included."""
+        PredictionHeads.from_legacy(tensors, "", self.heads)
+        return tensors
+
+    def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         """Training loss and metrics (per-layer code accuracy, offset error) on a batch of windows."""
         c = self.config
         obs, action = self.check_batch(batch)
-        b, t = obs.shape[:2]
+        state = state_of(obs)
+        b, t = state.shape[:2]
         h = self.features(obs, batch.get("goal")).reshape(b * t, -1)
-        chunks = to_relative(action, obs, c.action_relative_to).reshape(b * t, c.action_chunk, c.action_dim)
+        chunks = to_relative(action, state, c.action_relative_to).reshape(b * t, c.action_chunk, c.action_dim)
         target = self.tokenizer.normalizer.normalize(chunks)  # the one normalisation of the chunk
         with torch.no_grad():
             codes = self.tokenizer.encode_normalized(target)  # (N, L) targets from the frozen tokenizer
             decoded = self.tokenizer.decode_normalized(codes)
-        logits = self.code_logits(h, codes)
-        weights = c.code_loss_weights or [1.0] * self.num_layers
-        code_loss = sum(
-            w * focal_loss(lg, codes[:, i], c.focal_gamma)
-            for i, (w, lg) in enumerate(zip(weights, logits, strict=True))
+        logits, offsets = self.heads(h, codes)
+        per_layer = focal_loss(logits, codes.T, c.focal_gamma)  # (L,)
+        code_loss = (
+            per_layer.sum()
+            if not c.code_loss_weights
+            else per_layer @ per_layer.new_tensor(c.code_loss_weights)
         )
         mask = batch.get("action_mask")
-        error = (decoded + self.offsets(h, codes) - target).abs()
+        error = (decoded + offsets.view_as(target) - target).abs()
         offset_loss = masked_mean(error, None if mask is None else mask.reshape(b * t, c.action_chunk))
         loss = code_loss + c.offset_loss_weight * offset_loss
         metrics = {"loss": loss.item(), "code_loss": code_loss.item(), "offset_loss": offset_loss.item()}
-        for i, lg in enumerate(logits):
-            metrics[f"code_accuracy/{i}"] = (lg.argmax(-1) == codes[:, i]).float().mean().item()
+        accuracy = (logits.argmax(-1) == codes.T).float().mean(-1).tolist()
+        metrics.update({f"code_accuracy/{i}": a for i, a in enumerate(accuracy)})
         return loss, metrics
 
     # -- acting ----------------------------------------------------------------------------
-    def _predict_chunk(self, obs: Tensor, goal: Tensor | None) -> Tensor:
+    def _predict_chunk(self, obs: Observation, goal: Tensor | None) -> Tensor:
         """Codes sampled at `config.temperature` (0 = argmax), decoded, offset, made raw once."""
         h = self.features(obs, goal, last_only=True)[:, -1]
-        codes = torch.empty(h.shape[0], self.num_layers, dtype=torch.long, device=h.device)
         temperature = self.config.temperature
-        if self.config.sequential_codes:
-            for i, head in enumerate(self.code_heads):
-                codes[:, i] = sample_codes(head(torch.cat([h, *self._embedded(codes, i)], -1)), temperature)
-        else:
-            for i, lg in enumerate(self.code_logits(h, codes)):
-                codes[:, i] = sample_codes(lg, temperature)
-        normalised = self.tokenizer.decode_normalized(codes) + self.offsets(h, codes)
+        codes, offsets = self.heads.sample(h, lambda logits: sample_codes(logits, temperature))
+        normalised = self.tokenizer.decode_normalized(codes) + offsets.view(
+            -1, self.config.action_chunk, self.config.action_dim
+        )
         chunk = self.tokenizer.normalizer.unnormalize(normalised)
-        return to_absolute(chunk, obs[:, -1], self.config.action_relative_to)
+        return to_absolute(chunk, state_of(obs)[:, -1], self.config.action_relative_to)

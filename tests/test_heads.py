@@ -1,0 +1,94 @@
+"""VQ-BeT's fused prediction heads: what each head may see, acting equals teacher forcing, decay
+groups, and checkpoints of the older per-head layout."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vqbet.heads import PredictionHeads
+from vqbet.policies import load_policy
+from vqbet.train import decay_groups
+
+
+def make_heads(sequential: bool = True, layers: int = 3) -> PredictionHeads:
+    torch.manual_seed(0)
+    return PredictionHeads(8, 4, 16, layers, 5, 6, sequential=sequential)
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_each_head_sees_only_the_codes_it_may(sequential):
+    """Layer i's logits depend on the codes of layers < i (sequential) or on none; the offsets on
+    every code."""
+    heads = make_heads(sequential)
+    h = torch.randn(7, 8)
+    codes = torch.randint(0, 5, (7, 3))
+    logits, offsets = heads(h, codes)
+    assert logits.shape == (3, 7, 5) and offsets.shape == (7, 6)
+    for layer in range(3):
+        changed = codes.clone()
+        changed[:, layer] = (changed[:, layer] + 1) % 5
+        new_logits, new_offsets = heads(h, changed)
+        for i in range(3):
+            sees = sequential and layer < i
+            assert torch.equal(new_logits[i], logits[i]) != sees, (layer, i)
+        assert not torch.allclose(new_offsets, offsets)
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_fused_heads_equal_separate_mlps(sequential):
+    """The masked fused first layer and the batched second layer compute exactly the per-head
+    MLPs [h, e_<i] -> GELU -> GELU -> out (one joint code MLP of L x K outputs without sequential
+    codes)."""
+    heads = make_heads(sequential)
+    h = torch.randn(5, 8)
+    codes = torch.randint(0, 5, (5, 3))
+    logits, offsets = heads(h, codes)
+    e = [heads.code_embed[j, codes[:, j]] for j in range(3)]
+    gelu = torch.nn.functional.gelu
+    for i in range(heads.code_heads + 1):
+        x = torch.cat([h, *e[: heads.visible(i)]], dim=-1)
+        cols = slice(i * 16, (i + 1) * 16)
+        first = gelu(x @ heads.w1[: x.shape[1], cols] + heads.b1[cols])
+        second = gelu(first @ heads.w2[i] + heads.b2[cols])
+        if i == heads.code_heads:
+            torch.testing.assert_close(offsets, second @ heads.w_offset + heads.b_offset)
+        elif sequential:
+            torch.testing.assert_close(logits[i], second @ heads.w3[i] + heads.b3[i * 5 : (i + 1) * 5])
+        else:
+            joint = (second @ heads.w3[0] + heads.b3).view(5, 3, 5).transpose(0, 1)
+            torch.testing.assert_close(logits, joint)
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_sampling_layer_by_layer_equals_teacher_forcing(sequential):
+    heads = make_heads(sequential)
+    h = torch.randn(9, 8)
+    codes, offsets = heads.sample(h, lambda logits: logits.argmax(-1))
+    logits, forced_offsets = heads(h, codes)
+    assert torch.equal(logits.argmax(-1), codes.T)
+    torch.testing.assert_close(offsets, forced_offsets)
+
+
+def test_fused_biases_are_not_weight_decayed():
+    heads = make_heads()
+    groups = decay_groups(heads, 0.1)
+    decayed = {id(p) for p in groups[0]["params"]}
+    names = {name for name, p in heads.named_parameters() if id(p) in decayed}
+    assert names == {"code_embed", "w1", "w2", "w3", "w_offset"}
+
+
+@pytest.mark.parametrize("folder", ["vqbet-heads-legacy", "vqbet-heads-legacy-joint"])
+def test_a_checkpoint_of_the_per_head_layout_loads_and_acts_as_before(folder):
+    """The fixtures were saved by the per-head version (code_embed.<i>, code_heads.<i>,
+    offset_head; sequential code heads, and the joint one) with their chunks for fixed
+    observations and their training losses."""
+    path = Path(__file__).parent / "fixtures" / folder
+    expected = json.loads((path / "expected.json").read_text())
+    policy = load_policy(path)
+    obs = torch.tensor(expected["obs"])
+    torch.testing.assert_close(policy.predict_action_chunk(obs), torch.tensor(expected["chunk"]))
+    _, metrics = policy.train()({"obs": obs, "action": torch.tensor(expected["action"])})
+    assert metrics["code_loss"] == pytest.approx(expected["code_loss"], rel=1e-5)
+    assert metrics["offset_loss"] == pytest.approx(expected["offset_loss"], rel=1e-5)

@@ -1,0 +1,228 @@
+"""Policies from pixels: crops, dict observations through windows, training and acting, two
+cameras, checkpoints, and the errors that name a camera or image size that does not fit."""
+
+import numpy as np
+import pytest
+import torch
+from test_policy import TA, two_mode_data
+
+from vqbet.data import EpisodeData, TrajectoryWindows
+from vqbet.policies import MLPConfig, MLPPolicy, VQBeTConfig, VQBeTPolicy, load_policy
+from vqbet.tokenizer import ActionTokenizer
+from vqbet.vision import ImageEncoders, VisionConfig, crop
+
+CAMERAS = ["top", "side"]
+VISION = dict(cameras=CAMERAS, image_size=[16, 16], crop=[12, 12], features=8)
+
+
+def pixel_data(episodes: int = 12, length: int = 8) -> EpisodeData:
+    """The two-mode data plus two cameras whose frames show the state (a bright pixel moves)."""
+    data = two_mode_data(episodes, length)
+    images = {}
+    for k, camera in enumerate(CAMERAS):
+        frames = np.zeros((data.num_steps, 16, 16, 3), dtype=np.uint8)
+        rows = np.clip(((data.obs[:, 1] + 1) * 8).astype(int), 0, 15)
+        frames[np.arange(data.num_steps), rows, 4 + 4 * k] = 255
+        images[camera] = frames
+    return EpisodeData(data.obs, data.action, data.episode_ends, images=images)
+
+
+def vqbet_policy(**vision) -> VQBeTPolicy:
+    torch.manual_seed(0)
+    tok = ActionTokenizer(
+        action_dim=2, chunk_size=TA, num_layers=2, codebook_size=8, latent_dim=8, hidden_dim=16
+    )
+    config = VQBeTConfig(
+        obs_dim=2,
+        action_dim=2,
+        obs_window=3,
+        action_chunk=TA,
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        head_hidden=16,
+        code_embd=4,
+        dropout=0.0,
+        temperature=0.0,
+        vision={**VISION, **vision},
+    )
+    return VQBeTPolicy(config, tok)
+
+
+def test_random_crops_in_training_and_the_centre_crop_when_acting():
+    images = torch.arange(4 * 10 * 10 * 3).reshape(4, 10, 10, 3)
+    torch.manual_seed(0)
+    random = crop(images, (6, 6), random=True)
+    assert random.shape == (4, 6, 6, 3)
+    for i in range(4):  # every crop is a window of its own image
+        found = [
+            (r, c)
+            for r in range(5)
+            for c in range(5)
+            if torch.equal(images[i, r : r + 6, c : c + 6], random[i])
+        ]
+        assert len(found) == 1
+    offsets = {tuple(torch.nonzero(images[i] == random[i, 0, 0, 0])[0][:2].tolist()) for i in range(4)}
+    assert len(offsets) > 1  # independent per image
+    assert torch.equal(crop(images, (6, 6), random=False), images[:, 2:8, 2:8])
+
+    encoders = ImageEncoders(VisionConfig(cameras=["top"], image_size=[40, 40], crop=[32, 32]))
+    frames = {"top": torch.randint(0, 256, (2, 40, 40, 3), dtype=torch.uint8)}
+    encoders.eval()
+    assert torch.equal(encoders(frames), encoders(frames))  # centre crop: deterministic
+    encoders.train()
+    torch.manual_seed(1)
+    assert not torch.equal(encoders(frames), encoders(frames))  # random crops differ
+
+
+@pytest.mark.parametrize("family", ["vqbet", "mlp"])
+def test_two_cameras_train_end_to_end_and_act_the_same_after_save_load(family, tmp_path):
+    data = pixel_data()
+    windows = TrajectoryWindows(data, obs_window=3, action_chunk=TA, cameras=CAMERAS)
+    if family == "vqbet":
+        policy = vqbet_policy()
+        policy.fit_statistics(windows, progress=False, tokenizer_fit=None)
+    else:
+        torch.manual_seed(0)
+        config = MLPConfig(obs_dim=2, action_dim=2, obs_window=3, action_chunk=TA, hidden=16, vision=VISION)
+        policy = MLPPolicy(config)
+        policy.fit_statistics(windows)
+    policy.freeze_statistics()
+    policy.train()
+    batch = next(iter(torch.utils.data.DataLoader(windows, batch_size=8, shuffle=True)))
+    loss, _ = policy(batch)
+    loss.backward()
+    for camera in CAMERAS:  # one encoder per camera, both learn from the loss
+        grads = [p.grad for p in policy.image_encoders.encoders[camera].parameters()]
+        assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+    policy.eval()
+    loaded = load_policy(policy.save_pretrained(tmp_path / "p"))
+    assert loaded.config.vision.cameras == CAMERAS
+    rng = np.random.default_rng(0)
+    for _ in range(4):  # same pixels -> same actions, step after step
+        obs = {
+            "state": rng.normal(size=(3, 2)).astype(np.float32),
+            **{c: rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8) for c in CAMERAS},
+        }
+        assert torch.equal(policy.select_action(obs), loaded.select_action(obs))
+    assert policy._history["top"].shape == (3, 3, 16, 16, 3) and policy._history["top"].dtype == torch.uint8
+
+
+def test_cameras_or_image_sizes_that_differ_are_named():
+    policy = vqbet_policy().eval()
+    state = np.zeros((1, 2), np.float32)
+    frame = np.zeros((1, 16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"camera 'side' is missing \(the policy sees \['top', 'side'\]\)"):
+        policy.select_action({"state": state, "top": frame})
+    with pytest.raises(ValueError, match=r"camera 'top' gives images of shape \(8, 8, 3\), the policy takes"):
+        policy.reset()
+        policy.select_action({"state": state, "top": np.zeros((1, 8, 8, 3), np.uint8), "side": frame})
+    with pytest.raises(ValueError, match=r"this policy sees cameras \['top', 'side'\]"):
+        policy.predict_action_chunk(np.zeros((1, 3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"vision.crop \[20, 20\] is larger than vision.image_size"):
+        vqbet_policy(crop=[20, 20])
+    with pytest.raises(ValueError, match=r"unknown VisionConfig keys \['camera'\]"):
+        VQBeTConfig(vision={"camera": ["top"]})
+
+
+def test_an_env_observes_two_cameras_and_the_expert_records_them():
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+    from envs.rollout import expert_episode
+
+    env = gym.make("vqbet/PushT-v0", obs_mode="pixels+agent", cameras=["top", "side"])
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"state", "top", "side"} and obs["top"].shape == (96, 96, 3)
+    assert np.array_equal(obs["state"], env.unwrapped.agent_pos)
+    assert np.abs(obs["top"].astype(int) - obs["side"]).mean() > 10  # two different views
+    episode = expert_episode(env, seed=0)
+    n = episode["length"]
+    assert episode["obs"].shape == (n, 2) and sorted(episode["images"]) == ["side", "top"]
+    assert episode["images"]["top"].shape == (n, 96, 96, 3) and episode["images"]["top"].dtype == np.uint8
+    # the frames move with the task: the first and last differ where the T was pushed
+    assert np.abs(episode["images"]["top"][0].astype(int) - episode["images"]["top"][-1]).mean() > 1
+    state = gym.make("vqbet/PushT-v0")
+    assert np.array_equal(expert_episode(state, seed=0)["action"], episode["action"])  # same expert
+    with pytest.raises(ValueError, match="obs_mode must be one of"):
+        gym.make("vqbet/PushT-v0", obs_mode="rgb")
+    with pytest.raises(ValueError, match=r"cameras must be distinct names out of \['side', 'top'\]"):
+        gym.make("vqbet/PushT-v0", obs_mode="pixels", cameras=["front"])
+
+
+def test_pixel_pusht_smoke_run_trains_and_evaluates_from_pixels(tmp_path):
+    """`scripts/train.py task=pusht_pixels` end to end (collect with the camera, train the encoder
+    with the policy, evaluate on the pixel env), at smoke size; and a policy whose camera the env
+    does not render is refused before any episode."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from vqbet.data import read_hdf5
+    from vqbet.pipeline.evaluation import check_env_fits, env_factory
+
+    root = Path(__file__).resolve().parents[1]
+    run, data = tmp_path / "run", tmp_path / "data.hdf5"
+    command = [sys.executable, "scripts/train.py", "experiment=smoke", "task=pusht_pixels"]
+    command += [f"run_dir={run}", f"task.dataset={data}", "eval.during_training=0"]
+    env = dict(os.environ, TQDM_DISABLE="1", MUJOCO_GL="egl")
+    out = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    stored = read_hdf5(data)
+    assert list(stored.images) == ["top"] and stored.images["top"].shape[1:] == (96, 96, 3)
+    assert stored.obs.shape[1] == 2 and stored.attrs["env_kwargs"]["obs_mode"] == "pixels+agent"
+    meta = json.loads((run / "checkpoints" / "best" / "config.json").read_text())
+    assert meta["policy"]["vision"]["cameras"] == ["top"]
+    results = json.loads((run / "results.json").read_text())
+    assert len(results["episodes"]) == 4 and (run / "rollouts.mp4").is_file()
+
+    policy = load_policy(run / "checkpoints" / "best")
+    with pytest.raises(ValueError, match=r"the policy sees cameras \['top'\], the env gives \['side'\]"):
+        check_env_fits(
+            policy, env_factory("vqbet/PushT-v0", obs_mode="pixels+agent", cameras=["side"]), "PushT"
+        )
+    with pytest.raises(ValueError, match=r"camera 'top' renders \(64, 64, 3\), the policy was trained on"):
+        check_env_fits(
+            policy, env_factory("vqbet/PushT-v0", obs_mode="pixels+agent", width=64, height=64), "PushT"
+        )
+
+
+def test_a_policy_with_cameras_exports_and_acts_like_the_eager_one(tmp_path):
+    from vqbet.export import ExportedPolicy
+
+    policy = vqbet_policy()
+    windows = TrajectoryWindows(pixel_data(), obs_window=3, action_chunk=TA, cameras=CAMERAS)
+    policy.fit_statistics(windows, progress=False)
+    policy.freeze_statistics()
+    policy.eval()
+    acting = ExportedPolicy.load(policy.export(tmp_path / "deploy", max_batch=16))
+    rng = np.random.default_rng(1)
+    for batch in (1, 4):
+        obs = {
+            "state": rng.normal(size=(batch, 3, 2)).astype(np.float32),
+            **{c: rng.integers(0, 256, (batch, 3, 16, 16, 3), dtype=np.uint8) for c in CAMERAS},
+        }
+        assert torch.equal(acting.predict_action_chunk(obs), policy.predict_action_chunk(obs))
+    with pytest.raises(ValueError, match=r"takes cameras \['side', 'top'\], got \['top'\]"):
+        acting.predict_action_chunk({"state": obs["state"], "top": obs["top"]})
+
+
+def test_the_resnet18_encoder_uses_groupnorm_or_names_its_extra(tmp_path):
+    config = VisionConfig(cameras=["top"], image_size=[32, 32], crop=[32, 32], encoder="resnet18", features=8)
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r'pip install "vqbet\[vision\]"'):
+            ImageEncoders(config)
+        return
+    encoders = ImageEncoders(config)
+    modules = list(encoders.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in modules)
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in modules)
+    out = encoders({"top": torch.randint(0, 256, (2, 3, 32, 32, 3), dtype=torch.uint8)})
+    assert out.shape == (2, 3, 8)
+    with pytest.raises(FileNotFoundError, match="is not a file"):
+        ImageEncoders(VisionConfig(**{**config.__dict__, "weights": str(tmp_path / "none.pt")}))
