@@ -32,6 +32,7 @@ from vqbet.benchmark import (
     alternating_pairs,
     amp_speedup,
     call_ms,
+    image_pipeline_ms,
     make_policy,
     matmul_share,
     official_samples_per_s,
@@ -279,6 +280,22 @@ def export_rows(calls: int = 200) -> None:
                 )
 
 
+def pixel_rows(steps: int) -> None:
+    """Where a pixel policy's training step goes (issue: image pipeline vs network)."""
+    batch = 64
+    m = image_pipeline_ms(batch, max(3, steps // 3))
+    print(
+        "\n| PushT from pixels (1 camera 96x96, To 5, conv encoder), batch 64 | read + decode frames ms "
+        "| crop + normalise ms | training step ms (incl. crop) | loader frames/s | samples/s (load + step) |"
+    )
+    print("|---|---|---|---|---|---|")
+    print(
+        f"| single-process loader, bf16 step | {m['load_ms']:.1f} | {m['crop_ms']:.1f} | {m['step_ms']:.1f} "
+        f"| {m['loader_frames_per_s']:,.0f} | {m['samples_per_s']:,.0f} |",
+        flush=True,
+    )
+
+
 def loading_and_ddp_rows(steps: int, device: torch.device) -> None:
     load_ms, train_ms = data_loading_share(256, steps)
     print(
@@ -329,6 +346,7 @@ def main() -> None:
         model_rows(args.steps, device, args.compile)
         precision_rows(args.steps, device, args.official)
         export_rows()
+        pixel_rows(args.steps)
         loading_and_ddp_rows(args.steps, device)
     eval_rows()
     if args.profile:

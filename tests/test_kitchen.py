@@ -111,3 +111,17 @@ def test_the_expert_completes_all_four_subtasks_in_its_chosen_order(seed):
     assert np.array_equal(episode["action"], again["action"])  # seeded: same demonstration
     other = expert_episode(env, seed + 1)
     assert other["mode"] != episode["mode"] or not np.array_equal(other["action"], episode["action"])
+
+
+def test_a_stalled_pull_is_given_up_early_and_a_slowing_one_is_not():
+    from envs.experts.kitchen import Stall
+
+    angle = [0.0]
+    stall = Stall(lambda: angle[0], sign=-1.0, patience=3, progress=0.01, early=0.2)
+    assert [stall() for _ in range(3)] == [False, False, True]  # the door never moved
+    angle[0] = 0.0
+    stall = Stall(lambda: angle[0], sign=-1.0, patience=3, progress=0.01, early=0.2)
+    for _ in range(10):  # opening (negative angles for this door): never stalled
+        angle[0] -= 0.05
+        assert not stall()
+    assert not any(stall() for _ in range(5))  # slowed down after 0.5 rad of opening: keep pulling

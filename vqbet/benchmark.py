@@ -192,3 +192,67 @@ def act_latency_ms(policy: VQBeTPolicy, batch: int, calls: int, device: torch.de
         out.append(1000 * statistics.median(times[10:]) if mode == "ensemble" else 1000 * np.mean(times[10:]))
     policy.config.execution = "queue"
     return out[0], out[1]
+
+
+def image_pipeline_ms(batch: int, steps: int, amp: bool = True) -> dict[str, float]:
+    """Where a pixel policy's training step goes (PushT from pixels: state 2, one 96x96 camera,
+    To 5, Ta 5, the default conv encoder): ms per batch of reading and decoding the frames from an
+    lzf-compressed HDF5 (a single-process DataLoader over TrajectoryWindows), of the random crop and
+    normalisation, and of the whole training step (encoder + transformer + heads, forward, backward,
+    AdamW) on an in-memory batch; plus the frames/s the loader delivers."""
+    import tempfile
+
+    from vqbet.data import EpisodeData, TrajectoryWindows, read_hdf5, write_hdf5
+    from vqbet.vision import crop
+
+    rng = np.random.default_rng(0)
+    n, length = 40, 125
+    data = EpisodeData(
+        obs=rng.normal(size=(n * length, 2)).astype(np.float32),
+        action=rng.normal(size=(n * length, 2)).astype(np.float32),
+        episode_ends=np.arange(1, n + 1) * length,
+        images={"top": rng.integers(0, 256, (n * length, 96, 96, 3), dtype=np.uint8)},
+    )
+    vision = dict(cameras=["top"], image_size=[96, 96], crop=[84, 84])
+    tokenizer = ActionTokenizer(action_dim=2, chunk_size=5, num_layers=2, codebook_size=16)
+    tokenizer.normalizer.fit(torch.randn(1000, 2))
+    policy = VQBeTPolicy(VQBeTConfig(obs_dim=2, action_dim=2, vision=vision), tokenizer)
+    policy.obs_normalizer.fit(torch.randn(1000, 2))
+    policy.freeze_statistics()
+    policy.train()
+    with tempfile.TemporaryDirectory() as tmp:
+        windows = TrajectoryWindows(read_hdf5(write_hdf5(f"{tmp}/pixels.hdf5", data)), 5, 5, cameras=["top"])
+        loader = iter(torch.utils.data.DataLoader(windows, batch_size=batch, shuffle=True))
+        first = next(loader)
+        start = time.perf_counter()
+        for _ in range(steps):
+            next(loader)
+        load_ms = 1000 * (time.perf_counter() - start) / steps
+    frames = first["obs"]["top"].reshape(-1, 96, 96, 3)
+    start = time.perf_counter()
+    for _ in range(steps):
+        x = crop(frames, (84, 84), random=True).permute(0, 3, 1, 2).float() / 255.0
+        (x - 0.5) / 0.5
+    crop_ms = 1000 * (time.perf_counter() - start) / steps
+    optimizer = torch.optim.AdamW(decay_groups(policy, 0.01), lr=1e-4)
+    autocast = training_autocast(torch.device("cpu"), amp)
+
+    def step() -> None:
+        with autocast:
+            loss, _ = policy(first)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    step_ms = 1000 * (time.perf_counter() - start) / steps
+    return {
+        "load_ms": load_ms,
+        "crop_ms": crop_ms,
+        "step_ms": step_ms,
+        "loader_frames_per_s": batch * 5 * 1000 / load_ms,
+        "samples_per_s": batch * 1000 / (load_ms + step_ms),
+    }

@@ -4,7 +4,11 @@ Microwave and hinge door: grasp the handle and pull it along the door's arc, tur
 the door. Slide cabinet and light switch: push the handle or switch sideways with closed fingers.
 Every episode draws its own heights, approach distances, speeds, arc leads and transit waypoints,
 so demonstrations differ beyond their order. A sub-task that is not done at the end of its motion
-(a slipped grasp) is tried again, at most `attempts` times.
+(a slipped grasp) is tried again, at most `attempts` times; a pull whose door does not move (a
+grasp that missed the handle) is given up after 15 steps (`Stall`) instead of running its course,
+and the reach to a handle follows the door where it is, so a retry does not push a half-open door
+shut. Both matter under DART noise: with noise of std 0.1 held 4 steps the expert's success over
+seeds 0-19 went from 0.50 to 0.55, with 0.05 it is 0.85.
 """
 
 from __future__ import annotations
@@ -36,6 +40,33 @@ class Move:
     free_roll: bool = False
     joints: np.ndarray | None = None
     """If given, a joint-space move to these 7 arm joint positions instead (target unused)."""
+
+
+class Stall:
+    """Called once per step: True once `value()` (times `sign`) has grown by less than `progress`
+    in `patience` steps while still within `early` of where it started: a grasp that missed the
+    handle, where a retry beats pulling at nothing. (A door that has come some way and slows, as
+    the hinge door does near its stop, is still being pulled.)"""
+
+    def __init__(
+        self,
+        value: Callable[[], float],
+        sign: float,
+        patience: int = 15,
+        progress: float = 0.01,
+        early: float = 0.2,
+    ) -> None:
+        self.value, self.sign, self.patience, self.progress = value, sign, patience, progress
+        self.start = self.best = sign * value()
+        self.early, self.waited = early, 0
+
+    def __call__(self) -> bool:
+        now = self.sign * self.value()
+        if now > self.best + self.progress:
+            self.best, self.waited = now, 0
+        else:
+            self.waited += 1
+        return self.waited >= self.patience and self.best - self.start < self.early
 
 
 class KitchenExpert(Expert):
@@ -159,20 +190,26 @@ class KitchenExpert(Expert):
             return rot_z(th + yaw0) @ np.array([0.0, 1.0, 0.0])
 
         start = angle()  # a retry finds the door where the last attempt left it
-        grasp = on_arc(start) + 0.01 * normal(start)
-        front = on_arc(start) - self._u(0.1, 0.14) * normal(start)
+        back = self._u(0.1, 0.14)
+
+        def grasp() -> np.ndarray:  # follows the door: a partly open one must not be pushed shut
+            return on_arc(angle()) + 0.01 * normal(angle())
+
         hand = self._hand(yaw0 + turn * start)
-        yield Move(lambda: front, hand, 1.0, self._u(0.7, 0.9), steps=40, tol=0.03)
-        yield Move(lambda: grasp, hand, 1.0, 0.4, steps=25, tol=0.012)
-        yield Move(lambda: grasp, hand, -1.0, 0.25, steps=6, until=lambda: False)
+        yield Move(
+            lambda: on_arc(angle()) - back * normal(angle()), hand, 1.0, self._u(0.7, 0.9), 40, tol=0.03
+        )
+        yield Move(grasp, hand, 1.0, 0.4, steps=25, tol=0.012)
+        yield Move(grasp, hand, -1.0, 0.25, steps=6, until=lambda: False)
         margin = self._u(0.1, 0.2)
+        stalled = Stall(angle, sign)
         yield Move(
             lambda: on_arc(angle() + sign * lead) + 0.01 * normal(angle()),
             self._hand(lambda: yaw0 + turn * angle()),
             -1.0,
             speed,
             steps=100,
-            until=lambda: self._distance(task) < margin,
+            until=lambda: self._distance(task) < margin or stalled(),
             free_roll=True,
         )
         th = angle()
