@@ -4,11 +4,10 @@ cameras, checkpoints, and the errors that name a camera or image size that does 
 import numpy as np
 import pytest
 import torch
-from test_policy import TA, two_mode_data
+from test_policy import TA, make_policy, two_mode_data
 
 from vqbet.data import EpisodeData, TrajectoryWindows
 from vqbet.policies import MLPConfig, MLPPolicy, VQBeTConfig, VQBeTPolicy, load_policy
-from vqbet.tokenizer import ActionTokenizer
 from vqbet.vision import ImageEncoders, VisionConfig, crop
 
 CAMERAS = ["top", "side"]
@@ -29,24 +28,7 @@ def pixel_data(episodes: int = 12, length: int = 8) -> EpisodeData:
 
 def vqbet_policy(**vision) -> VQBeTPolicy:
     torch.manual_seed(0)
-    tok = ActionTokenizer(
-        action_dim=2, chunk_size=TA, num_layers=2, codebook_size=8, latent_dim=8, hidden_dim=16
-    )
-    config = VQBeTConfig(
-        obs_dim=2,
-        action_dim=2,
-        obs_window=3,
-        action_chunk=TA,
-        n_layer=1,
-        n_head=2,
-        n_embd=16,
-        head_hidden=16,
-        code_embd=4,
-        dropout=0.0,
-        temperature=0.0,
-        vision={**VISION, **vision},
-    )
-    return VQBeTPolicy(config, tok)
+    return make_policy(n_embd=16, head_hidden=16, code_embd=4, temperature=0.0, vision={**VISION, **vision})
 
 
 def test_random_crops_in_training_and_the_centre_crop_when_acting():

@@ -68,12 +68,9 @@ def random_batch(policy: VQBeTPolicy, batch: int, device: torch.device) -> dict[
     }
 
 
-def train_samples_per_s(
-    policy: VQBeTPolicy, batch: int, steps: int, device: torch.device, amp: bool = False
-) -> float:
-    """Forward + backward + AdamW step on a fixed batch; samples (windows) per second."""
+def training_step(policy: VQBeTPolicy, data: dict, device: torch.device, amp: bool) -> Callable[[], None]:
+    """One forward + backward + AdamW step of `policy` on the fixed batch `data`, as a function."""
     policy.to(device).train()
-    data = random_batch(policy, batch, device)
     optimizer = torch.optim.AdamW(decay_groups(policy, 0.01), lr=1e-4)
     autocast = training_autocast(device, amp)
 
@@ -84,6 +81,14 @@ def train_samples_per_s(
         loss.backward()
         optimizer.step()
 
+    return step
+
+
+def train_samples_per_s(
+    policy: VQBeTPolicy, batch: int, steps: int, device: torch.device, amp: bool = False
+) -> float:
+    """Forward + backward + AdamW step on a fixed batch; samples (windows) per second."""
+    step = training_step(policy, random_batch(policy, batch, device), device, amp)
     for _ in range(3):
         step()
     if device.type == "cuda":
@@ -219,7 +224,6 @@ def image_pipeline_ms(batch: int, steps: int, amp: bool = True) -> dict[str, flo
     policy = VQBeTPolicy(VQBeTConfig(obs_dim=2, action_dim=2, vision=vision), tokenizer)
     policy.obs_normalizer.fit(torch.randn(1000, 2))
     policy.freeze_statistics()
-    policy.train()
     with tempfile.TemporaryDirectory() as tmp:
         windows = TrajectoryWindows(read_hdf5(write_hdf5(f"{tmp}/pixels.hdf5", data)), 5, 5, cameras=["top"])
         loader = iter(torch.utils.data.DataLoader(windows, batch_size=batch, shuffle=True))
@@ -234,16 +238,7 @@ def image_pipeline_ms(batch: int, steps: int, amp: bool = True) -> dict[str, flo
         x = crop(frames, (84, 84), random=True).permute(0, 3, 1, 2).float() / 255.0
         (x - 0.5) / 0.5
     crop_ms = 1000 * (time.perf_counter() - start) / steps
-    optimizer = torch.optim.AdamW(decay_groups(policy, 0.01), lr=1e-4)
-    autocast = training_autocast(torch.device("cpu"), amp)
-
-    def step() -> None:
-        with autocast:
-            loss, _ = policy(first)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+    step = training_step(policy, first, torch.device("cpu"), amp)
     step()
     start = time.perf_counter()
     for _ in range(steps):
