@@ -331,6 +331,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--only-eval", action="store_true", help="only the evaluation-throughput rows")
+    parser.add_argument("--no-eval", action="store_true", help="leave out the evaluation-throughput rows")
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row (slow to compile)")
     parser.add_argument("--profile", type=int, default=0, help="print profiler tables with this many rows")
     parser.add_argument(
@@ -348,7 +349,8 @@ def main() -> None:
         export_rows()
         pixel_rows(args.steps)
         loading_and_ddp_rows(args.steps, device)
-    eval_rows()
+    if not args.no_eval:
+        eval_rows()
     if args.profile:
         profile_tables(args.profile)
 
