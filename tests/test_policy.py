@@ -351,9 +351,10 @@ def test_chunks_are_normalised_once_and_made_raw_once():
     h = policy.features(obs, last_only=True)[:, -1]
     codes = torch.zeros(4, 2, dtype=torch.long)
     for layer in range(2):  # argmax codes, each layer conditioned on the ones chosen before it
-        codes[:, layer] = policy.code_logits(h, codes)[layer].argmax(-1)
+        codes[:, layer] = policy.heads(h, codes)[0][layer].argmax(-1)
     tokenizer = policy.tokenizer
-    expected = tokenizer.normalizer.unnormalize(tokenizer.decode_normalized(codes) + policy.offsets(h, codes))
+    offsets = policy.heads(h, codes)[1].view(-1, TA, 2)
+    expected = tokenizer.normalizer.unnormalize(tokenizer.decode_normalized(codes) + offsets)
     torch.testing.assert_close(policy.predict_action_chunk(obs), expected)
 
 

@@ -229,15 +229,6 @@ class VQBeTPolicy(Policy):
         feats = self.gpt(tokens, last_only)
         return feats[:, 1:] if self.goal_embed is not None and not last_only else feats
 
-    def code_logits(self, h: Tensor, codes: Tensor) -> Tensor:
-        """Per-layer logits (L, N, K) from features h (N, C), teacher-forced on codes (N, L)."""
-        return self.heads(h, codes)[0]
-
-    def offsets(self, h: Tensor, codes: Tensor) -> Tensor:
-        """Offset (N, Ta, A) in normalised action units, for features h (N, C) and codes (N, L)."""
-        c = self.config
-        return self.heads(h, codes)[1].view(-1, c.action_chunk, c.action_dim)
-
     def upgrade_state(self, tensors: dict[str, Tensor], source: str) -> dict[str, Tensor]:
         """Checkpoints of the per-head layout (before `PredictionHeads`) load into this one, the
         joint code head (sequential_codes=false) included."""
