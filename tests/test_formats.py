@@ -30,7 +30,8 @@ def reference(with_images: bool = True) -> EpisodeData:
         action=rng.normal(size=(n, 2)).astype(np.float32),
         episode_ends=np.cumsum(LENGTHS),
     )
-    data.image = frames(n) if with_images else None
+    if with_images:  # two cameras: "image" and "wrist"
+        data.images = {"image": frames(n), "wrist": frames(n, seed=1)}
     return data
 
 
@@ -39,10 +40,12 @@ def assert_same(data: EpisodeData, ref: EpisodeData, image_tolerance: float | No
     np.testing.assert_array_equal(data.action, ref.action)
     np.testing.assert_array_equal(data.episode_ends, ref.episode_ends)
     if image_tolerance is not None:
-        assert isinstance(data.image, LazyFrames)  # read per index, not loaded
-        picked = np.array([0, 6, 7, len(ref.obs) - 1])
-        error = np.abs(data.image[picked].astype(float) - ref.image[picked]).mean()
-        assert error <= image_tolerance, error
+        assert sorted(data.images) == sorted(ref.images)
+        for camera, frames in data.images.items():
+            assert isinstance(frames, LazyFrames)  # read per index, not loaded
+            picked = np.array([0, 6, 7, len(ref.obs) - 1])
+            error = np.abs(frames[picked].astype(float) - ref.images[camera][picked]).mean()
+            assert error <= image_tolerance, (camera, error)
 
 
 def write_robomimic(path, ref: EpisodeData) -> None:
@@ -58,7 +61,8 @@ def write_robomimic(path, ref: EpisodeData) -> None:
             demo["actions"] = ref.action[s:e]
             demo["obs/robot0_eef_pos"] = ref.obs[s:e, :2]
             demo["obs/object"] = ref.obs[s:e, 2:]
-            demo["obs/agentview_image"] = ref.image[s:e]
+            demo["obs/agentview_image"] = ref.images["image"][s:e]
+            demo["obs/robot0_eye_in_hand_image"] = ref.images["wrist"][s:e]
             demo["next_obs/object"] = ref.obs[s:e, 2:]
         f["mask/train"] = np.array([b"demo_0", b"demo_10"])
 
@@ -68,8 +72,18 @@ def test_robomimic_keys_in_the_order_given_demos_in_numeric_order_and_masks(tmp_
     path = tmp_path / "low_dim.hdf5"
     write_robomimic(path, ref)
     assert detect_format(path) == "robomimic"
-    data = load_dataset(path, obs_keys=["robot0_eef_pos", "object"], image_keys="agentview_image")
+    cameras = {"image": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
+    data = load_dataset(path, obs_keys=["robot0_eef_pos", "object"], image_keys=cameras)
     assert_same(data, ref)
+    assert data.attrs["image_keys"] == cameras
+    one = load_dataset(path, image_keys="agentview_image")  # one key: the camera "image"
+    assert list(one.images) == ["image"]
+    by_key = load_dataset(path, image_keys=["robot0_eye_in_hand_image", "agentview_image"])
+    np.testing.assert_array_equal(by_key.images["agentview_image"][[3]], ref.images["image"][[3]])
+    with pytest.raises(ValueError, match=r"key\(s\) \['eye_image'\] not found"):
+        load_dataset(path, image_keys={"wrist": "eye_image"})
+    with pytest.raises(ValueError, match=r"camera names must be .* other than 'state': \['state'\]"):
+        load_dataset(path, image_keys={"state": "agentview_image"})
     assert data.attrs["demos"] == ["demo_0", "demo_2", "demo_10"]
     swapped = load_dataset(path, obs_keys=["object", "robot0_eef_pos"])
     np.testing.assert_array_equal(swapped.obs, ref.obs[:, [2, 0, 1]])
@@ -83,7 +97,7 @@ def test_robomimic_keys_in_the_order_given_demos_in_numeric_order_and_masks(tmp_
         load_dataset(path, obs_keys=["eef"])
     with pytest.raises(ValueError, match=r"no mask/valid; masks in the file: \['train'\]"):
         load_dataset(path, filter_key="valid")
-    del data  # its camera keeps the file open for reading
+    del data, one, by_key  # their cameras keep the file open for reading
     with h5py.File(path, "a") as f:
         del f["data/demo_2/obs/object"]
         f["data/demo_2/obs/object"] = np.zeros((LENGTHS[1] - 1, 1), np.float32)  # ragged
@@ -105,12 +119,13 @@ def test_zarr_replay_buffers_in_v2_and_v3_stores_and_zips(tmp_path, layout):
     root = zarr.open_group(store=store, mode="w", zarr_format=2 if layout.startswith("v2") else 3)
     root.create_array("data/state", data=ref.obs, chunks=(4, 3))
     root.create_array("data/action", data=ref.action, chunks=(4, 2))
-    root.create_array("data/img", data=ref.image, chunks=(1, 16, 16, 3))
+    root.create_array("data/img", data=ref.images["image"], chunks=(1, 16, 16, 3))
+    root.create_array("data/wrist_img", data=ref.images["wrist"], chunks=(1, 16, 16, 3))
     root.create_array("meta/episode_ends", data=ref.episode_ends.astype(np.int64))
     if layout.endswith("zip"):
         store.close()
     assert detect_format(path) == "zarr"
-    assert_same(load_dataset(path, image_keys="img"), ref)
+    assert_same(load_dataset(path, image_keys={"image": "img", "wrist": "wrist_img"}), ref)
     if layout == "v3":
         root = zarr.open_group(str(path), mode="a")
         root.create_array("meta/episode_ends", data=np.array([5, 4, 16]), overwrite=True)
@@ -140,6 +155,7 @@ def write_lerobot_v21(root, ref: EpisodeData, fps: int = 10) -> None:
             "observation.state": {"dtype": "float32", "shape": [3], "names": None},
             "action": {"dtype": "float32", "shape": [2], "names": None},
             "observation.images.top": {"dtype": "video", "shape": [16, 16, 3], "names": ["h", "w", "c"]},
+            "observation.images.wrist": {"dtype": "video", "shape": [16, 16, 3], "names": ["h", "w", "c"]},
             "episode_index": {"dtype": "int64", "shape": [1]},
             "frame_index": {"dtype": "int64", "shape": [1]},
         },
@@ -161,19 +177,24 @@ def write_lerobot_v21(root, ref: EpisodeData, fps: int = 10) -> None:
         file = root / f"data/chunk-000/episode_{e:06d}.parquet"
         file.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, file)
-        write_video(
-            root / f"videos/chunk-000/observation.images.top/episode_{e:06d}.mp4", ref.image[s:t], fps
-        )
+        for camera, key in (("image", "top"), ("wrist", "wrist")):
+            write_video(
+                root / f"videos/chunk-000/observation.images.{key}/episode_{e:06d}.mp4",
+                ref.images[camera][s:t],
+                fps,
+            )
 
 
-def test_lerobot_v21_with_a_camera(tmp_path):
+def test_lerobot_v21_with_two_cameras(tmp_path):
     pytest.importorskip("pyarrow")
     pytest.importorskip("av")
     ref = reference()
     root = tmp_path / "lerobot_v21"
     write_lerobot_v21(root, ref)
     assert detect_format(root) == "lerobot"
-    data = load_dataset(root, image_keys="observation.images.top")
+    data = load_dataset(
+        root, image_keys={"image": "observation.images.top", "wrist": "observation.images.wrist"}
+    )
     ref.action = ref.action.astype(np.float64).astype(np.float32)
     assert_same(data, ref, image_tolerance=2.0)
     assert data.attrs["source_format"] == "lerobot v2.1"
@@ -201,7 +222,8 @@ def test_lerobot_v3_export_round_trip_and_frame_errors(tmp_path):
     assert pq.read_table(root / "meta/tasks.parquet").schema.metadata[
         b"pandas"
     ]  # read by pandas as LeRobot does
-    data = load_dataset(root, image_keys="observation.image")
+    assert info["features"]["observation.images.wrist"]["dtype"] == "video"  # LeRobot's camera naming
+    data = load_dataset(root, image_keys={"image": "observation.image", "wrist": "observation.images.wrist"})
     assert_same(data, ref, image_tolerance=2.0)
     table = pq.read_table(root / "data/chunk-000/file-000.parquet")
     frame = table.column("frame_index").to_numpy().copy()

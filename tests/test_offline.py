@@ -85,6 +85,36 @@ def test_train_without_a_simulator_from_every_format(tmp_path, kind):
     assert policy.select_action(data.obs[:2]).shape == (2, 3)
 
 
+def test_train_without_a_simulator_from_two_cameras(tmp_path):
+    """A robomimic file with two cameras: task.image_keys names them, the policy sees both at the
+    data's size, the offline evaluation and the checkpoint act on dict observations."""
+    data = demonstrations()
+    path = tmp_path / "cameras.hdf5"
+    bright = np.clip(((data.obs[:, 0] - data.obs[:, 0].min()) * 8).astype(int), 0, 23)
+    with h5py.File(path, "w") as f:
+        for e in range(data.num_episodes):
+            s, t = data.episode_starts[e], data.episode_ends[e]
+            f[f"data/demo_{e}/actions"] = data.action[s:t]
+            f[f"data/demo_{e}/obs/joints"] = data.obs[s:t]
+            for k, name in enumerate(["agentview_image", "eye_in_hand_image"]):
+                frames = np.zeros((t - s, 24, 24, 3), np.uint8)
+                frames[np.arange(t - s), bright[s:t], 4 + 8 * k] = 255
+                f[f"data/demo_{e}/obs/{name}"] = frames
+    cameras = [
+        "task.image_keys={top: agentview_image, wrist: eye_in_hand_image}",
+        "task.cameras=[top,wrist]",
+    ]
+    results = train(config(tmp_path, path, *cameras))
+    assert results["mode"] == "offline" and results["offline"]["windows"] == 4 * 30
+    policy = load_policy(tmp_path / "run" / "checkpoints" / "best")
+    vision = policy.config.vision
+    assert (vision.cameras, vision.image_size, vision.crop) == (["top", "wrist"], [24, 24], [21, 21])
+    frames = {c: np.zeros((2, 24, 24, 3), np.uint8) for c in vision.cameras}
+    assert policy.select_action({"state": data.obs[:2], **frames}).shape == (2, 3)
+    with pytest.raises(ValueError, match=r"task.cameras \['side'\] are not in the data, which has cameras"):
+        train(config(tmp_path, path, cameras[0], "task.cameras=[top,side]"))
+
+
 def test_the_script_and_eval_of_an_offline_checkpoint(tmp_path):
     path, _ = write("hdf5", demonstrations(), tmp_path)
     command = [sys.executable, "scripts/train.py", "experiment=smoke", "task=dataset", f"task.dataset={path}"]

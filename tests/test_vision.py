@@ -57,6 +57,17 @@ def test_random_crops_in_training_and_the_centre_crop_when_acting():
     assert not torch.equal(encoders(frames), encoders(frames))  # random crops differ
 
 
+def test_pixels_are_cropped_and_normalised_channels_first():
+    encoders = ImageEncoders(VisionConfig(cameras=["top"], image_size=[10, 10], crop=[6, 6])).eval()
+    frames = torch.randint(0, 256, (3, 10, 10, 3), dtype=torch.uint8)
+    x = encoders.pixels(frames)
+    assert x.shape == (3, 3, 6, 6) and x.dtype == torch.float32
+    expected = (frames[:, 2:8, 2:8].permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+    torch.testing.assert_close(x, expected)
+    white = encoders.pixels(torch.full((1, 10, 10, 3), 255, dtype=torch.uint8))
+    torch.testing.assert_close(white, torch.ones_like(white))
+
+
 @pytest.mark.parametrize("family", ["vqbet", "mlp"])
 def test_two_cameras_train_end_to_end_and_act_the_same_after_save_load(family, tmp_path):
     data = pixel_data()

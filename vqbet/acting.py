@@ -46,6 +46,14 @@ def as_observation(obs: Any, device: torch.device) -> dict[str, Tensor]:
     return out
 
 
+def batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A batch of windows on `device`; nested dicts (observations with cameras) too."""
+    return {
+        k: batch_to(v, device) if isinstance(v, dict) else v.to(device, non_blocking=True)
+        for k, v in batch.items()
+    }
+
+
 def check_relative_to(index: list[int], obs_dim: int, action_dim: int, owner: str) -> list[int]:
     """Validate a config's `action_relative_to`: empty, or one observation index per action dim."""
     index = [int(i) for i in index]

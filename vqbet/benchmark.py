@@ -208,7 +208,6 @@ def image_pipeline_ms(batch: int, steps: int, amp: bool = True) -> dict[str, flo
     import tempfile
 
     from vqbet.data import EpisodeData, TrajectoryWindows, read_hdf5, write_hdf5
-    from vqbet.vision import crop
 
     rng = np.random.default_rng(0)
     n, length = 40, 125
@@ -233,10 +232,10 @@ def image_pipeline_ms(batch: int, steps: int, amp: bool = True) -> dict[str, flo
             next(loader)
         load_ms = 1000 * (time.perf_counter() - start) / steps
     frames = first["obs"]["top"].reshape(-1, 96, 96, 3)
+    encoders = policy.image_encoders.train()
     start = time.perf_counter()
     for _ in range(steps):
-        x = crop(frames, (84, 84), random=True).permute(0, 3, 1, 2).float() / 255.0
-        (x - 0.5) / 0.5
+        encoders.pixels(frames)
     crop_ms = 1000 * (time.perf_counter() - start) / steps
     step = training_step(policy, first, torch.device("cpu"), amp)
     step()

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vqbet.acting import to_relative
+from vqbet.acting import batch_to, state_of, to_relative
 from vqbet.data import TrajectoryWindows
 from vqbet.policies import Policy
 
@@ -63,8 +63,8 @@ def evaluate_offline(
     torch.manual_seed(seed)
     try:
         for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            n = batch["obs"].shape[0]
+            batch = batch_to(batch, device)
+            n = batch["action"].shape[0]
             _, metrics = policy(batch)
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value * n
@@ -89,7 +89,8 @@ def evaluate_offline(
             count += n
             tokenizer = getattr(policy, "tokenizer", None)
             if tokenizer is not None:
-                chunk = to_relative(target, batch["obs"][:, -1], policy.config.action_relative_to)
+                state = state_of(batch["obs"])[:, -1]
+                chunk = to_relative(target, state, policy.config.action_relative_to)
                 normalised = tokenizer.normalizer.normalize(chunk)
                 batch_codes = tokenizer.encode_normalized(normalised)
                 recon = tokenizer.decode_normalized(batch_codes)

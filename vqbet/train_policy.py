@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vqbet.acting import state_of
+from vqbet.acting import batch_to, state_of
 from vqbet.atomic import clean_stale
 from vqbet.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_json, read_tensors, write_folder
 from vqbet.config import check_ranges
@@ -172,14 +172,6 @@ class StepBatchSampler(Sampler[list[int]]):
             yield perm[i : i + self.batch_size][self.rank :: self.world].tolist()
 
 
-def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """A batch on `device`; nested dicts (observations with cameras) too."""
-    return {
-        k: _to(v, device) if isinstance(v, dict) else v.to(device, non_blocking=True)
-        for k, v in batch.items()
-    }
-
-
 def _size(batch: dict[str, Any]) -> int:
     """Windows in a batch (the state's first dimension)."""
     return int(state_of(batch["obs"]).shape[0])
@@ -192,7 +184,7 @@ def validation_loss(policy: torch.nn.Module, data: Dataset, batch_size: int, dev
     policy.eval()
     total, count = 0.0, 0
     for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
-        loss, _ = policy(_to(batch, device))
+        loss, _ = policy(batch_to(batch, device))
         total += loss.item() * _size(batch)
         count += _size(batch)
     policy.train(was_training)
@@ -322,7 +314,7 @@ def train_policy(
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(step - 1, config.steps, config.warmup_steps)
         with autocast:
-            loss, metrics = model(_to(batch, device))
+            loss, metrics = model(batch_to(batch, device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # The norm of the (all-reduced) gradients is the same on every rank, so all ranks stop at

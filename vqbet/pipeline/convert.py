@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from vqbet.data import export_lerobot, load_dataset, write_hdf5
+from vqbet.data.formats.common import ImageKeys
 
 
 def convert(
@@ -19,7 +20,7 @@ def convert(
     format: str | None = None,
     obs_keys: Sequence[str] | str | None = None,
     action_key: str | None = None,
-    image_keys: Sequence[str] | str | None = None,
+    image_keys: ImageKeys = None,
     filter_key: str | None = None,
     fps: int | None = None,
     task_description: str = "",
@@ -51,6 +52,6 @@ def convert(
     print(
         f"{source} ({data.attrs['source_format']}): {data.num_episodes} episodes, {data.num_steps} steps, "
         f"obs {data.obs.shape[1]}-D, action {data.action.shape[1]}-D"
-        f"{', camera ' + str(data.attrs.get('image_key')) if data.image is not None else ''} -> {path} ({to})"
+        f"{', cameras ' + str(sorted(data.images)) if data.images else ''} -> {path} ({to})"
     )
     return path

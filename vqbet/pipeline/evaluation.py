@@ -75,8 +75,13 @@ def check_env_fits(policy: Policy, make_env: Callable[..., Any], env_id: str) ->
 
 
 def read_task_data(task: dict[str, Any]) -> EpisodeData:
-    """The task's dataset as `load_dataset` reads it, with the task's keys."""
-    return load_dataset(task["dataset"], obs_keys=task.get("obs_keys"), action_key=task.get("action_key"))
+    """The task's dataset as `load_dataset` reads it, with the task's keys (and cameras)."""
+    return load_dataset(
+        task["dataset"],
+        obs_keys=task.get("obs_keys"),
+        action_key=task.get("action_key"),
+        image_keys=task.get("image_keys"),
+    )
 
 
 def dataset_attrs(path: str | os.PathLike) -> dict[str, Any]:
@@ -181,7 +186,9 @@ def _evaluate_offline_checkpoint(
 ) -> dict[str, Any]:
     """An offline checkpoint: every episode of its task's dataset, offline metrics."""
     data = read_task_data(task)
-    windows = TrajectoryWindows(data, obs_window=task["obs_window"], action_chunk=task["action_chunk"])
+    windows = TrajectoryWindows(
+        data, task["obs_window"], task["action_chunk"], cameras=list(policy.config.vision.cameras)
+    )
     out_dir = Path(cfg["out"]) if cfg.get("out") else checkpoint.parent.parent / "eval" / checkpoint.name
     torch.manual_seed(int(cfg["seed"]))
     where = f"all {data.num_episodes} episodes of {task['dataset']}"

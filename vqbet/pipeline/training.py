@@ -72,15 +72,34 @@ def _present(dataset: Path) -> bool:
 
 def with_data_dims(cfg: dict[str, Any]) -> tuple[dict[str, Any], EpisodeData | None]:
     """A task without a simulator (`env_id: null`, task=dataset) takes obs_dim and action_dim from
-    its data: (the config with them filled in, the data read for it), else (cfg, None)."""
+    its data, and its cameras' image size (and, unless set, a crop of 7/8 of it) from the frames:
+    (the config with them filled in, the data read for it), else (cfg, None)."""
     task = cfg.get("task")
     if not isinstance(task, dict) or task.get("env_id") is not None or "dataset" not in task:
         return cfg, None
     data = read_task_data(task)
-    dims = {"obs_dim": int(data.obs.shape[1]), "action_dim": int(data.action.shape[1])}
+    dims: dict[str, Any] = {"obs_dim": int(data.obs.shape[1]), "action_dim": int(data.action.shape[1])}
     for key, have in dims.items():
         if task.get(key) not in (None, have):
             raise ValueError(f"{task['dataset']}: {key} is {have}, but the task config says {task[key]}")
+    cameras = list(task.get("cameras") or [])
+    missing = [c for c in cameras if c not in data.images]
+    if missing:
+        raise ValueError(
+            f"{task['dataset']}: task.cameras {missing} are not in the data, which has cameras "
+            f"{sorted(data.images)} (task.image_keys names them: {{camera: key in the dataset}})"
+        )
+    sizes = {tuple(data.images[c].shape[1:3]) for c in cameras}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"{task['dataset']}: cameras {cameras} differ in size {sorted(sizes)}; one size is taken"
+        )
+    if sizes:
+        size = [int(x) for x in sizes.pop()]
+        vision = dict(task.get("vision") or {})
+        vision["image_size"] = size
+        vision.setdefault("crop", [max(4, round(7 * x / 8)) for x in size])
+        dims["vision"] = vision
     return {**cfg, "task": {**task, **dims}}, data
 
 

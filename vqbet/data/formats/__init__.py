@@ -2,6 +2,7 @@
 
     load_dataset("datasets/pusht.hdf5")                       # vqbet's own HDF5
     load_dataset("lerobot_pusht/", image_keys="observation.image")   # LeRobotDataset v3.0 / v2.1
+    load_dataset("aloha/", image_keys={"top": "observation.images.top", "wrist": "observation.images.wrist"})
     load_dataset("low_dim.hdf5", obs_keys=["robot0_eef_pos", "object"], filter_key="train")  # robomimic
     load_dataset("pusht_cchi_v7_replay.zarr", obs_keys="state")      # diffusion_policy ReplayBuffer
     load_dataset("D4RL/kitchen/complete-v2")                  # Minari (id, or its folder)
@@ -21,7 +22,7 @@ from pathlib import Path
 import h5py
 
 from vqbet.data.episodes import EpisodeData
-from vqbet.data.formats.common import pick
+from vqbet.data.formats.common import ImageKeys, camera_keys, pick
 from vqbet.data.formats.lerobot import read_lerobot
 from vqbet.data.formats.lerobot_export import export_lerobot
 from vqbet.data.formats.robomimic import read_robomimic
@@ -84,12 +85,14 @@ def load_dataset(
     format: str | None = None,
     obs_keys: Sequence[str] | str | None = None,
     action_key: str | None = None,
-    image_keys: Sequence[str] | str | None = None,
+    image_keys: ImageKeys = None,
     filter_key: str | None = None,
 ) -> EpisodeData:
     """Demonstrations from `source` in any of `FORMATS`. `obs_keys` (concatenated in the order
-    given), `action_key` and `image_keys` (one camera) name what to read; each format has
-    defaults (see its reader). `filter_key`: a robomimic mask (e.g. "train")."""
+    given), `action_key` and `image_keys` name what to read; each format has defaults (see its
+    reader). Cameras land in `data.images`: one key as the camera "image", a list of keys each
+    under its own name, a mapping {camera name: key} under the names given (to match the cameras
+    a policy or env uses). `filter_key`: a robomimic mask (e.g. "train")."""
     kind = format or detect_format(source)
     if kind not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {kind!r}")
@@ -110,8 +113,9 @@ def load_dataset(
         where = f"{source} ({kind})"
         pick(obs_keys, ["obs"], ["obs"], where)
         pick(action_key, ["action"], ["action"], where)
-        if image_keys:
-            pick(image_keys, [], ["image"] if data.image is not None else [], where)
+        cameras = camera_keys(image_keys, list(data.images), where)
+        if cameras:
+            data.images = {name: data.images[key] for name, key in cameras.items()}
     if filter_key is not None and kind != "robomimic":
         raise ValueError(f"filter_key is a robomimic mask; {source} is {kind}")
     data.attrs.setdefault("source_format", kind)

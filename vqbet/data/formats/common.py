@@ -4,7 +4,7 @@ importing optional dependencies with an error that says which extra to install."
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,29 @@ def pick(
     if missing:
         raise ValueError(f"{where}: key(s) {missing} not found; available keys: {sorted(available)}")
     return keys
+
+
+ImageKeys = Mapping[str, str] | Sequence[str] | str | None
+"""Which cameras to read: one key (the camera "image"), several keys (each camera named by its
+key), or {camera name: key} (e.g. names an env's cameras use: {"top": "observation.images.top"})."""
+
+
+def camera_keys(image_keys: ImageKeys, available: Sequence[str], where: str) -> dict[str, str]:
+    """{camera name: key in the source} from `image_keys` (see `ImageKeys`), each key checked
+    against `available`; {} when no camera is asked for."""
+    if not image_keys:
+        return {}
+    if isinstance(image_keys, str):
+        cameras = {"image": image_keys}
+    elif isinstance(image_keys, Mapping):
+        cameras = {str(name): str(key) for name, key in image_keys.items()}
+    else:
+        cameras = {str(key): str(key) for key in image_keys}
+    bad = [name for name in cameras if name == "state" or "/" in name or not name]
+    if bad:
+        raise ValueError(f"{where}: camera names must be non-empty, without '/', other than 'state': {bad}")
+    pick(list(cameras.values()), [], available, where)
+    return cameras
 
 
 def as_rows(array: Any, where: str, key: str, rows: int | None = None) -> np.ndarray:

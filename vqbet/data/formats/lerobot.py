@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from vqbet.data.episodes import EpisodeData
-from vqbet.data.formats.common import LazyFrames, as_rows, concat_features, optional, pick
+from vqbet.data.formats.common import (
+    ImageKeys,
+    LazyFrames,
+    as_rows,
+    camera_keys,
+    concat_features,
+    optional,
+    pick,
+)
 
 VERSIONS = ("v2.0", "v2.1", "v3.0")
 
@@ -105,7 +113,7 @@ def read_lerobot(
     *,
     obs_keys: Sequence[str] | str | None = None,
     action_key: str | None = None,
-    image_keys: Sequence[str] | str | None = None,
+    image_keys: ImageKeys = None,
 ) -> EpisodeData:
     """Read a local LeRobotDataset folder. Defaults: observation "observation.state", action
     "action". Episodes keep their order in the dataset (by the global `index`)."""
@@ -117,10 +125,8 @@ def read_lerobot(
     vectors = [k for k, f in features.items() if f.get("dtype") not in ("video", "image", "string")]
     obs_names = pick(obs_keys, ["observation.state"], vectors, f"{where}: features")
     action_name = pick(action_key, ["action"], vectors, f"{where}: features")[0]
-    cameras = pick(image_keys, [], list(features), f"{where}: features") if image_keys else []
-    if len(cameras) > 1:
-        raise ValueError(f"{where}: one camera per dataset is read for now, got image_keys {cameras}")
-    for key in cameras:
+    cameras = camera_keys(image_keys, list(features), f"{where}: features")
+    for key in cameras.values():
         if features[key].get("dtype") != "video":
             raise ValueError(
                 f"{where}: '{key}' is a {features[key].get('dtype')!r} feature; cameras are read from videos"
@@ -163,16 +169,15 @@ def read_lerobot(
         "lerobot_episode_index": order.tolist(),
     }
     data = EpisodeData(obs=obs, action=action, episode_ends=ends, attrs=attrs, source=where)
-    if cameras:
+    for name, key in cameras.items():
         from vqbet.data.formats.video import frame_size, read_frames
 
-        parts = _episode_videos(root, info, cameras[0], order.tolist())
+        parts = _episode_videos(root, info, key, order.tolist())
         missing = [p[0] for p in parts if not Path(p[0]).is_file()]
         if missing:
-            raise FileNotFoundError(
-                f"{where}: camera '{cameras[0]}': video file(s) missing, e.g. {missing[0]}"
-            )
+            raise FileNotFoundError(f"{where}: camera '{key}': video file(s) missing, e.g. {missing[0]}")
         height, width = frame_size(parts[0][0])
-        data.image = LazyFrames(parts, (ends - starts).tolist(), (height, width, 3), read_frames)
-        data.attrs["image_key"] = cameras[0]
+        data.images[name] = LazyFrames(parts, (ends - starts).tolist(), (height, width, 3), read_frames)
+    if cameras:
+        data.attrs["image_keys"] = cameras
     return data

@@ -74,7 +74,9 @@ def export_lerobot(
     action_key: str = "action",
     image_key: str = "observation.image",
 ) -> Path:
-    """Write `data` as a LeRobotDataset v3.0 folder at `out`; its camera (if any) as `image_key`."""
+    """Write `data` as a LeRobotDataset v3.0 folder at `out`, one video per camera: the camera
+    "image" as `image_key`, any other camera <name> as "observation.images.<name>" (LeRobot's
+    multi-camera naming)."""
     pa = optional("pyarrow", "lerobot")
     pq = optional("pyarrow.parquet", "lerobot")
     final = Path(out)
@@ -120,25 +122,26 @@ def export_lerobot(
             "meta/episodes/chunk_index": pa.array(np.zeros(data.num_episodes, np.int64)),
             "meta/episodes/file_index": pa.array(np.zeros(data.num_episodes, np.int64)),
         }
-        if data.image is not None:
+        for camera, frames in data.images.items():
             from vqbet.data.formats.video import write_video
 
-            video = tmp / VIDEO_PATH.format(video_key=image_key, chunk_index=0, file_index=0)
-            write_video(video, (np.asarray(data.image[i]) for i in range(n)), fps)
-            h, w = data.image.shape[1:3]
-            features[image_key] = {
+            key = image_key if camera == "image" else f"observation.images.{camera}"
+            video = tmp / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)
+            write_video(video, (np.asarray(frames[i]) for i in range(n)), fps)
+            h, w = frames.shape[1:3]
+            features[key] = {
                 "dtype": "video",
                 "shape": [h, w, 3],
                 "names": ["height", "width", "channels"],
                 "info": {"video.fps": fps, "video.codec": "h264", "video.pix_fmt": "yuv444p"},
             }
-            sample = np.asarray(data.image[np.linspace(0, n - 1, min(n, 100)).astype(int)], np.float64) / 255
+            sample = np.asarray(frames[np.linspace(0, n - 1, min(n, 100)).astype(int)], np.float64) / 255
             per_channel = sample.reshape(-1, 3)
-            stats[image_key] = {
+            stats[key] = {
                 k: [[[v]] for v in values] for k, values in _stats(per_channel).items() if k != "count"
             }
-            stats[image_key]["count"] = [int(n)]
-            prefix = f"videos/{image_key}/"
+            stats[key]["count"] = [int(n)]
+            prefix = f"videos/{key}/"
             episodes[prefix + "chunk_index"] = pa.array(np.zeros(data.num_episodes, np.int64))
             episodes[prefix + "file_index"] = pa.array(np.zeros(data.num_episodes, np.int64))
             episodes[prefix + "from_timestamp"] = pa.array(starts / fps)
@@ -159,7 +162,7 @@ def export_lerobot(
             "fps": fps,
             "splits": {"train": f"0:{data.num_episodes}"},
             "data_path": DATA_PATH,
-            "video_path": VIDEO_PATH if data.image is not None else None,
+            "video_path": VIDEO_PATH if data.images else None,
             "features": features,
         }
         (tmp / "meta" / "info.json").write_text(json.dumps(info, indent=4))

@@ -1,6 +1,6 @@
 """robomimic HDF5: `data/demo_<k>/{actions, obs/<key>}`, demos in numeric order, `mask/<filter>` lists
-the demos of a split. Several observation keys are concatenated in the order given; one camera
-(`obs/<name>_image`, (T, H, W, 3) uint8) stays on disk and is read per index."""
+the demos of a split. Several observation keys are concatenated in the order given; cameras
+(`obs/<name>_image`, (T, H, W, 3) uint8) stay on disk and are read per index."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 from vqbet.data.episodes import EpisodeData
-from vqbet.data.formats.common import LazyFrames, as_rows, concat_features, pick
+from vqbet.data.formats.common import ImageKeys, LazyFrames, as_rows, camera_keys, concat_features, pick
 
 
 def _demo_number(name: str) -> int:
@@ -30,7 +30,7 @@ def read_robomimic(
     *,
     obs_keys: Sequence[str] | str | None = None,
     action_key: str | None = None,
-    image_keys: Sequence[str] | str | None = None,
+    image_keys: ImageKeys = None,
     filter_key: str | None = None,
 ) -> EpisodeData:
     """Read a robomimic dataset. Default observation: every low-dimensional `obs/` key, sorted by
@@ -42,7 +42,7 @@ def read_robomimic(
     except BaseException:
         handle.close()
         raise
-    if data.image is None:
+    if not data.images:
         handle.close()
     else:
         data._handle = handle  # keeps the file open while the frames are read lazily
@@ -54,7 +54,7 @@ def _read(
     where: str,
     obs_keys: Sequence[str] | str | None,
     action_key: str | None,
-    image_keys: Sequence[str] | str | None,
+    image_keys: ImageKeys,
     filter_key: str | None,
 ) -> EpisodeData:
     if "data" not in handle or not isinstance(handle["data"], h5py.Group):
@@ -78,10 +78,9 @@ def _read(
     low_dim = sorted(k for k in obs_group if obs_group[k].ndim <= 2 and obs_group[k].dtype != np.uint8)
     obs_names = pick(obs_keys, low_dim, list(obs_group), f"{where}: data/{names[0]}/obs")
     action_name = pick(action_key, ["actions"], list(first), f"{where}: data/{names[0]}")[0]
-    cameras = pick(image_keys, [], list(obs_group), f"{where}: data/{names[0]}/obs") if image_keys else []
-    if len(cameras) > 1:
-        raise ValueError(f"{where}: one camera per dataset is read for now, got image_keys {cameras}")
-    episodes, frames, lengths = [], [], []
+    cameras = camera_keys(image_keys, list(obs_group), f"{where}: data/{names[0]}/obs")
+    episodes, lengths = [], []
+    frames: dict[str, list[h5py.Dataset]] = {name: [] for name in cameras}
     for name in names:
         demo = group[name]
         here = f"{where}: data/{name}"
@@ -94,17 +93,23 @@ def _read(
         )
         episodes.append({"obs": obs, "action": actions})
         lengths.append(len(actions))
-        if cameras:
-            image = demo["obs"][cameras[0]]
+        for name, key in cameras.items():
+            if key not in demo["obs"]:
+                raise ValueError(f"{here}: camera obs/{key} missing; it has {sorted(demo['obs'])}")
+            image = demo["obs"][key]
             if image.shape[0] != len(actions) or image.ndim != 4 or image.shape[-1] != 3:
-                raise ValueError(
-                    f"{here}: obs/{cameras[0]} must be ({len(actions)}, H, W, 3), got {image.shape}"
-                )
-            frames.append(image)
+                raise ValueError(f"{here}: obs/{key} must be ({len(actions)}, H, W, 3), got {image.shape}")
+            frames[name].append(image)
     attrs = {"source_format": "robomimic", "demos": names, "obs_keys": obs_names, "action_key": action_name}
     data = EpisodeData.from_episodes(episodes, attrs=attrs)
     data.source = where
+    for name, parts in frames.items():
+        shapes = {tuple(p.shape[1:]) for p in parts}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"{where}: camera obs/{cameras[name]} changes size between demos: {sorted(shapes)}"
+            )
+        data.images[name] = LazyFrames(parts, lengths, shapes.pop(), _read_rows)
     if cameras:
-        data.image = LazyFrames(frames, lengths, tuple(frames[0].shape[1:]), _read_rows)
-        data.attrs["image_key"] = cameras[0]
+        data.attrs["image_keys"] = cameras
     return data

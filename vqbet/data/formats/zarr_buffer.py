@@ -1,5 +1,5 @@
 """diffusion_policy's zarr ReplayBuffer: `data/<key>` arrays (N, ...) and `meta/episode_ends` (E,)
-(exclusive, cumulative), in zarr v2 or v3 stores, a directory or a .zip. Images (`data/img`,
+(exclusive, cumulative), in zarr v2 or v3 stores, a directory or a .zip. Cameras (e.g. `data/img`,
 (N, H, W, 3) uint8) stay in the store and are read per index."""
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import numpy as np
 
 from vqbet.data.episodes import EpisodeData
 from vqbet.data.formats.common import (
+    ImageKeys,
     LazyFrames,
     as_rows,
+    camera_keys,
     check_episode_ends,
     concat_features,
     optional,
@@ -42,7 +44,7 @@ def read_zarr(
     *,
     obs_keys: Sequence[str] | str | None = None,
     action_key: str | None = None,
-    image_keys: Sequence[str] | str | None = None,
+    image_keys: ImageKeys = None,
 ) -> EpisodeData:
     """Read a ReplayBuffer. Defaults: observation "state", action "action"."""
     where = str(path)
@@ -63,15 +65,12 @@ def read_zarr(
     ends = check_episode_ends(meta["episode_ends"][:], len(action), f"{where}: meta")
     attrs = {"source_format": "zarr", "obs_keys": obs_names, "action_key": action_name}
     result = EpisodeData(obs=obs, action=action, episode_ends=ends, attrs=attrs, source=where)
-    cameras = pick(image_keys, [], keys, f"{where}: data") if image_keys else []
-    if len(cameras) > 1:
-        raise ValueError(f"{where}: one camera per dataset is read for now, got image_keys {cameras}")
-    if cameras:
-        image = data[cameras[0]]
+    cameras = camera_keys(image_keys, keys, f"{where}: data")
+    for name, key in cameras.items():
+        image = data[key]
         if image.shape[0] != len(action) or len(image.shape) != 4 or image.shape[-1] != 3:
-            raise ValueError(
-                f"{where}: data/{cameras[0]} must be ({len(action)}, H, W, 3), got {image.shape}"
-            )
-        result.image = LazyFrames([image], [len(action)], tuple(image.shape[1:]), _read_frames)
-        result.attrs["image_key"] = cameras[0]
+            raise ValueError(f"{where}: data/{key} must be ({len(action)}, H, W, 3), got {image.shape}")
+        result.images[name] = LazyFrames([image], [len(action)], tuple(image.shape[1:]), _read_frames)
+    if cameras:
+        result.attrs["image_keys"] = cameras
     return result
