@@ -320,6 +320,11 @@ def test_dropout_zeroes_a_fraction_p_scales_the_rest_and_is_off_in_eval():
     y.sum().backward()
     torch.testing.assert_close(x.grad, y.detach())  # gradient = mask x scale
     assert torch.equal(drop.eval()(x), x)
+    # Four lanes per 64-bit draw: neighbours independent (both dropped ~ p^2), any size and dtype.
+    dropped = (drop.train()(torch.ones(400_001, dtype=torch.bfloat16)) == 0).view(-1)[:400_000].view(-1, 4)
+    for a, b in ((0, 1), (1, 2), (2, 3), (3, 0)):
+        assert abs((dropped[:, a] & dropped[:, b]).float().mean().item() - 0.25**2) < 0.005
+    assert not torch.equal(drop(torch.ones(1000)), drop(torch.ones(1000)))
 
 
 def test_the_tokenizer_records_the_frame_it_was_fitted_in(tmp_path):

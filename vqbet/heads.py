@@ -6,9 +6,9 @@ codes of layers < i; without, one joint code head sees h alone and gives the log
 (the official VQ-BeT's default). The offset head (last) sees h and every code's embedding.
 The heads are computed together rather than as L + 1 small MLPs: the first layers of all heads are
 one matmul over [h, e_0 .. e_{L-1}] with a block-triangular mask (what a head may not see is
-multiplied by zero), the second layers one batched matmul, the code outputs another. With
-teacher forcing (training: every code is known) that is three large matmuls instead of 3(L + 1)
-small ones; acting samples the codes one layer at a time and reuses the shared part.
+multiplied by zero), then each head's second and output layer on its block of that result. With
+teacher forcing (training: every code is known) the first layers are one large matmul instead of
+L + 1 small ones; acting samples the codes one layer at a time and reuses the shared part.
 
 Biases are stored flat (1-D), so AdamW's decay groups (`vqbet.train.decay_groups`) leave them
 undecayed as they did the per-head `nn.Linear` biases.
@@ -90,12 +90,18 @@ class PredictionHeads(nn.Module):
     def forward(self, h: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher-forced: features h (N, C) and codes (N, L) -> (logits (L, N, K), offsets
         (N, offset_dim)), logits of layer i conditioned on codes[:, :i] (sequential)."""
-        heads, hidden = self.code_heads + 1, self.hidden
+        out = self.code_out
         x = torch.cat([h, self.embed(codes).to(h.dtype)], dim=-1)
-        first = F.gelu(torch.addmm(self.b1, x, self.w1 * self.mask)).view(-1, heads, hidden)
-        b2 = self.b2.view(heads, 1, hidden)
-        second = F.gelu(torch.baddbmm(b2, first.transpose(0, 1), self.w2))  # (heads, N, H)
-        logits = torch.baddbmm(self.b3.view(self.code_heads, 1, -1), second[:-1], self.w3)
+        first = F.gelu(torch.addmm(self.b1, x, self.w1 * self.mask))  # (N, heads * H)
+        # Per head, a matmul on its column block of `first` (a strided view: no copy) rather than
+        # one bmm over (heads, N, H): the bmm's weight gradient needed a transposed copy of the
+        # whole activation, 8% of a CPU step at the Kitchen shape. split, not slicing: its
+        # backward is one cat, not a zero-filled gradient per slice.
+        hidden = first.split(self.hidden, dim=1)
+        b2 = self.b2.split(self.hidden)
+        second = [F.gelu(torch.addmm(b2[i], hidden[i], self.w2[i])) for i in range(self.code_heads + 1)]
+        b3 = self.b3.split(out)
+        logits = torch.stack([torch.addmm(b3[i], second[i], self.w3[i]) for i in range(self.code_heads)])
         if not self.sequential:  # (1, N, L * K) -> (L, N, K)
             logits = logits[0].view(-1, self.num_layers, self.codebook_size).transpose(0, 1)
         return logits, torch.addmm(self.b_offset, second[-1], self.w_offset)
