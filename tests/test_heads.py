@@ -92,3 +92,24 @@ def test_a_checkpoint_of_the_per_head_layout_loads_and_acts_as_before(folder):
     _, metrics = policy.train()({"obs": obs, "action": torch.tensor(expected["action"])})
     assert metrics["code_loss"] == pytest.approx(expected["code_loss"], rel=1e-5)
     assert metrics["offset_loss"] == pytest.approx(expected["offset_loss"], rel=1e-5)
+
+
+def test_hidden_first_layer_weights_stay_zero_so_acting_skips_the_mask():
+    """Acting multiplies by w1 unmasked: training (AdamW with decay) must keep the hidden entries
+    zero, and loading a state dict that has them non-zero masks them."""
+    heads = make_heads()
+    hidden = heads.mask == 0
+    optimizer = torch.optim.AdamW(heads.parameters(), lr=0.1, weight_decay=0.1)
+    for _ in range(3):
+        logits, offsets = heads(torch.randn(6, 8), torch.randint(0, 5, (6, 3)))
+        (logits.square().mean() + offsets.square().mean()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert heads.w1[hidden].abs().max() == 0 and heads.w1[~hidden].abs().min() > 0
+    state = {k: v.clone() for k, v in heads.state_dict().items()}
+    state["w1"] += 1.0
+    heads.load_state_dict(state)
+    assert heads.w1[hidden].abs().max() == 0
+    h = torch.randn(4, 8)
+    codes, offsets = heads.sample(h, lambda logits: logits.argmax(-1))
+    torch.testing.assert_close(offsets, heads(h, codes)[1])

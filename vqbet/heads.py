@@ -61,6 +61,16 @@ class PredictionHeads(nn.Module):
                 mask[c + j * e : c + (j + 1) * e, i] = 1.0
         self.register_buffer("mask", mask.view(c + layers * e, heads * h), persistent=False)
         self.reset_parameters()
+        # w1 is zero wherever the mask hides (reset_parameters, and training: those entries get
+        # no gradient and AdamW's decay keeps zero at zero), so acting uses w1 as it is rather
+        # than masking a (C + L*E, heads*H) matrix per call (1.5 ms of a 4 ms Kitchen-shape call).
+        # Loaded weights are masked once to keep that true for any state dict.
+        self.register_load_state_dict_post_hook(PredictionHeads._mask_loaded)
+
+    @staticmethod
+    def _mask_loaded(module: nn.Module, _incompatible: object) -> None:
+        with torch.no_grad():
+            module.w1.mul_(module.mask)
 
     def visible(self, head: int) -> int:
         """How many code embeddings head `head` sees (the first that many layers')."""
@@ -110,7 +120,7 @@ class PredictionHeads(nn.Module):
         """Acting: codes (N, L) chosen layer by layer by `choose(logits (N, K)) -> (N,)`, each layer
         conditioned on the codes chosen before it (sequential), and the offsets (N, offset_dim)."""
         c, e, hidden, out = self.n_embd, self.code_embd, self.hidden, self.code_out
-        w1 = self.w1 * self.mask
+        w1 = self.w1  # zero where masked (see __init__)
         pre = torch.addmm(self.b1, h, w1[:c])  # every head's share from h: (N, heads * H)
         codes = torch.empty(h.shape[0], self.num_layers, dtype=torch.long, device=h.device)
         logits = None
