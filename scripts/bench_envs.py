@@ -2,6 +2,7 @@
 and the MLP behaviour-cloning contrast.
 
     python scripts/bench_envs.py [--episodes 200] [--tasks MultiReach BlockPush PushT] [--mlp-steps 1500]
+        [--no-speed]    # expert success and orders only (the speed columns need a quiet machine)
 
 Per task: raw env steps/s (random actions, one process), expert steps/s (expert + env), 96x96
 frames/s (each checked not blank), expert success and completion-order entropy over `--episodes`
@@ -85,6 +86,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--tasks", nargs="*", default=sorted(EXPERTS))  # the tasks with an expert
     parser.add_argument("--mlp-steps", type=int, default=1500, help="MLP-BC training steps (0: skip)")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed columns (printed as -)")
     args = parser.parse_args()
     expert_runs = {}
     print(
@@ -94,8 +96,8 @@ def main() -> None:
     print("|---" * 8 + "|")
     for task in args.tasks:
         env_id = f"vqbet/{task}-v0"
-        raw = raw_steps_per_second(env_id)
-        fps = render_fps(env_id)
+        raw = None if args.no_speed else raw_steps_per_second(env_id)
+        fps = None if args.no_speed else render_fps(env_id)
         env = gym.make(env_id)
         start, steps, results = time.perf_counter(), 0, []
         for i in range(args.episodes):
@@ -109,19 +111,22 @@ def main() -> None:
         orders = [r["order"] for r in wins]
         entropy = order_entropy(orders)
         max_entropy = math.log(env.unwrapped.num_modes)
-        with tempfile.TemporaryDirectory() as tmp:
-            n = max(20, args.episodes // 4)
-            start = time.perf_counter()
-            collect(env_id, n, Path(tmp) / "d.hdf5", workers=2, progress=False)
-            collect_eps = n / (time.perf_counter() - start)
+        collect_eps = None
+        if not args.no_speed:
+            with tempfile.TemporaryDirectory() as tmp:
+                n = max(20, args.episodes // 4)
+                start = time.perf_counter()
+                collect(env_id, n, Path(tmp) / "d.hdf5", workers=2, progress=False)
+                collect_eps = n / (time.perf_counter() - start)
         coverage = [r["info"]["max_coverage"] for r in results if "max_coverage" in r["info"]]
         extra = f", max coverage {np.mean(coverage):.3f}" if coverage else ""
+        speed = "- | - | -" if args.no_speed else f"{raw:,.0f} | {expert_sps:,.0f} | {fps:,.0f}"
         print(
-            f"| {task} | {raw:,.0f} | {expert_sps:,.0f} | {fps:,.0f} "
+            f"| {task} | {speed} "
             f"| {len(wins)}/{len(results)} ({low:.2f}-{high:.2f}){extra} "
             f"| {len(collections.Counter(orders))}/{env.unwrapped.num_modes} "
             f"| {entropy:.3f} / {max_entropy:.3f} = {100 * entropy / max_entropy:.0f}% "
-            f"| {collect_eps:.1f} |",
+            f"| {'-' if collect_eps is None else f'{collect_eps:.1f}'} |",
             flush=True,
         )
     if args.mlp_steps <= 0:
