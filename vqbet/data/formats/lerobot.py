@@ -169,9 +169,9 @@ def read_lerobot(
         "lerobot_episode_index": order.tolist(),
     }
     data = EpisodeData(obs=obs, action=action, episode_ends=ends, attrs=attrs, source=where)
-    for name, key in cameras.items():
+    if cameras:  # PyAV only when a camera is read
         from vqbet.data.formats.video import frame_size, read_frames
-
+    for name, key in cameras.items():
         parts = _episode_videos(root, info, key, order.tolist())
         missing = [p[0] for p in parts if not Path(p[0]).is_file()]
         if missing:

@@ -93,23 +93,23 @@ def _read(
         )
         episodes.append({"obs": obs, "action": actions})
         lengths.append(len(actions))
-        for name, key in cameras.items():
+        for camera, key in cameras.items():
             if key not in demo["obs"]:
                 raise ValueError(f"{here}: camera obs/{key} missing; it has {sorted(demo['obs'])}")
             image = demo["obs"][key]
             if image.shape[0] != len(actions) or image.ndim != 4 or image.shape[-1] != 3:
                 raise ValueError(f"{here}: obs/{key} must be ({len(actions)}, H, W, 3), got {image.shape}")
-            frames[name].append(image)
+            frames[camera].append(image)
     attrs = {"source_format": "robomimic", "demos": names, "obs_keys": obs_names, "action_key": action_name}
     data = EpisodeData.from_episodes(episodes, attrs=attrs)
     data.source = where
-    for name, parts in frames.items():
+    for camera, parts in frames.items():
         shapes = {tuple(p.shape[1:]) for p in parts}
         if len(shapes) > 1:
             raise ValueError(
-                f"{where}: camera obs/{cameras[name]} changes size between demos: {sorted(shapes)}"
+                f"{where}: camera obs/{cameras[camera]} changes size between demos: {sorted(shapes)}"
             )
-        data.images[name] = LazyFrames(parts, lengths, shapes.pop(), _read_rows)
+        data.images[camera] = LazyFrames(parts, lengths, shapes.pop(), _read_rows)
     if cameras:
         data.attrs["image_keys"] = cameras
     return data
