@@ -1,6 +1,6 @@
 """Aggregate finished runs into README's results table (vqbet.results).
 
-python scripts/results_table.py runs/*/* [--eval t0.6] [--per-seed]
+python scripts/results_table.py runs/*/* [--eval t0.6] [--per-seed] [--compare vqbet bet]
 """
 
 from vqbet.results import main

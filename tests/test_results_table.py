@@ -86,3 +86,29 @@ def test_runs_on_other_demonstrations_get_their_own_expert_row(tmp_path, capsys)
         "vqbet",
     ]
     assert "| 0.000 (0%) |" in rows[1]
+
+
+def test_difference_interval_matches_newcombe_1998():
+    """Newcombe (1998), Statistics in Medicine 17: 873-890, Table II, method 10."""
+    from vqbet.metrics import difference_interval
+
+    for (a, n, b, m), (low, high) in {
+        (56, 70, 48, 80): (0.0524, 0.3339),
+        (9, 10, 3, 10): (0.1705, 0.8090),
+    }.items():
+        d, lo, hi = difference_interval(a, n, b, m)
+        assert d == pytest.approx(a / n - b / m)
+        assert (round(lo, 4), round(hi, 4)) == (low, high)
+
+
+def test_compare_two_methods_pools_their_seeds(tmp_path, capsys):
+    for seed, (v, b) in enumerate([(0.8, 0.6), (0.7, 0.7), (0.9, 0.6)]):
+        _write(tmp_path / f"vqbet-seed{seed}" / "results.json", v, 1.2)
+        _write(tmp_path / f"bet-seed{seed}" / "results.json", b, 1.0)
+    runs = sorted(tmp_path.iterdir())
+    results_table.main([str(r) for r in runs] + ["--compare", "vqbet", "bet"])
+    out = capsys.readouterr().out
+    assert "BlockPush: vqbet vs bet: pooled success 0.800 (0.75-0.84, 300 episodes) vs 0.633" in out
+    assert "pooled intervals disjoint; difference +0.167, 95% CI +0.095 to +0.236" in out
+    with pytest.raises(SystemExit, match="no task has runs of both 'vqbet' and 'mlp'"):
+        results_table.main([str(r) for r in runs] + ["--compare", "vqbet", "mlp"])

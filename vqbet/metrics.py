@@ -19,6 +19,19 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def difference_interval(
+    successes_a: int, trials_a: int, successes_b: int, trials_b: int
+) -> tuple[float, float, float]:
+    """(p_a - p_b, low, high): the difference of two binomial proportions with Newcombe's 95%
+    hybrid score interval (from the two Wilson intervals; sound at rates near 0 or 1 and at
+    a few hundred trials, where the plain normal interval is not)."""
+    pa, pb = successes_a / max(trials_a, 1), successes_b / max(trials_b, 1)
+    la, ua = wilson_interval(successes_a, trials_a)
+    lb, ub = wilson_interval(successes_b, trials_b)
+    d = pa - pb
+    return d, d - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2), d + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
+
+
 def order_entropy(orders: Sequence[Hashable]) -> float:
     """Entropy (nats) of the empirical distribution of completion orders (VQ-BeT's behaviour
     entropy); 0 for no orders."""

@@ -1,5 +1,6 @@
 """Aggregate finished runs into README's results table: one row per (task, method) over its seeds
-(`python scripts/results_table.py runs/*/* [--eval t0.6] [--per-seed]` runs `main`).
+(`python scripts/results_table.py runs/*/* [--eval t0.6] [--per-seed] [--compare vqbet bet]` runs
+`main`; `--compare` adds each task's pooled difference in success between two methods).
 
 Each argument is a run folder (written by scripts/train.py). Its results come from
 `<run>/eval/<name>/results.json` when `--eval name` is given and that file exists (a re-evaluation
@@ -21,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from vqbet.metrics import wilson_interval
+from vqbet.metrics import difference_interval, wilson_interval
 
 # Summary keys that are not task progress metrics.
 _NOT_METRICS = {"mean_length", "mean_success", "mean_unstable"}
@@ -92,7 +93,24 @@ def summarize_group(members: list[dict]) -> dict[str, Any]:
         "expert_success": members[0].get("expert_success_rate"),
         "metrics": {k[5:]: sum(m["summary"].get(k, 0.0) for m in members) / n for k in metrics},
         "train_seconds": sum(times) / len(times) if times else None,
+        "successes": successes,
     }
+
+
+def compare_groups(a: list[dict], b: list[dict], label_a: str, label_b: str) -> str:
+    """`label_a` against `label_b` (the runs of two methods on one task): the pooled success of
+    each with its Wilson interval, whether those intervals are disjoint, and the difference with
+    Newcombe's 95% interval."""
+    sa, sb = summarize_group(a), summarize_group(b)
+    d, low, high = difference_interval(sa["successes"], sa["episodes"], sb["successes"], sb["episodes"])
+    pooled = [s["successes"] / s["episodes"] for s in (sa, sb)]
+    disjoint = sa["ci"][0] > sb["ci"][1] or sb["ci"][0] > sa["ci"][1]
+    return (
+        f"{label_a} vs {label_b}: pooled success {pooled[0]:.3f} ({sa['ci'][0]:.2f}-{sa['ci'][1]:.2f}, "
+        f"{sa['episodes']} episodes) vs {pooled[1]:.3f} ({sb['ci'][0]:.2f}-{sb['ci'][1]:.2f}, "
+        f"{sb['episodes']} episodes); pooled intervals {'disjoint' if disjoint else 'overlap'}; "
+        f"difference {d:+.3f}, 95% CI {low:+.3f} to {high:+.3f}"
+    )
 
 
 def format_row(task: str, label: str, members: list[dict]) -> str:
@@ -149,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders")
     parser.add_argument("--eval", dest="eval_name", default=None, help="prefer <run>/eval/NAME/results.json")
     parser.add_argument("--per-seed", action="store_true", help="also list each seed's results file")
+    parser.add_argument(
+        "--compare", nargs=2, metavar=("A", "B"), help="methods to compare on each task that has both"
+    )
     args = parser.parse_args(argv)
     missing = [str(r) for r in args.runs if not r.is_dir()]
     if missing:
@@ -157,5 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     if not groups:
         raise SystemExit("none of the folders has a results.json")
     print(format_table(groups, args.per_seed))
+    if args.compare:
+        a, b = args.compare
+        tasks = sorted({task for task, _ in groups if (task, a) in groups and (task, b) in groups})
+        if not tasks:
+            raise SystemExit(f"--compare: no task has runs of both {a!r} and {b!r}")
+        print()
+        for task in tasks:
+            print(f"{task}: " + compare_groups(groups[(task, a)], groups[(task, b)], a, b))
     if skipped:
         print("\nskipped (no results.json, or an offline run): " + ", ".join(str(r) for r in skipped))
