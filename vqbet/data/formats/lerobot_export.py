@@ -122,9 +122,9 @@ def export_lerobot(
             "meta/episodes/chunk_index": pa.array(np.zeros(data.num_episodes, np.int64)),
             "meta/episodes/file_index": pa.array(np.zeros(data.num_episodes, np.int64)),
         }
-        for camera, frames in data.images.items():
+        if data.images:  # PyAV only when there is a camera to write
             from vqbet.data.formats.video import write_video
-
+        for camera, frames in data.images.items():
             key = image_key if camera == "image" else f"observation.images.{camera}"
             video = tmp / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)
             write_video(video, (np.asarray(frames[i]) for i in range(n)), fps)
