@@ -65,7 +65,7 @@ def test_fused_heads_equal_separate_mlps(sequential):
 def test_sampling_layer_by_layer_equals_teacher_forcing(sequential):
     heads = make_heads(sequential)
     h = torch.randn(9, 8)
-    codes, offsets = heads.sample(h, lambda logits: logits.argmax(-1))
+    codes, offsets = heads.sample(h, lambda logits, layer: logits.argmax(-1))
     logits, forced_offsets = heads(h, codes)
     assert torch.equal(logits.argmax(-1), codes.T)
     torch.testing.assert_close(offsets, forced_offsets)
@@ -111,5 +111,5 @@ def test_hidden_first_layer_weights_stay_zero_so_acting_skips_the_mask():
     heads.load_state_dict(state)
     assert heads.w1[hidden].abs().max() == 0
     h = torch.randn(4, 8)
-    codes, offsets = heads.sample(h, lambda logits: logits.argmax(-1))
+    codes, offsets = heads.sample(h, lambda logits, layer: logits.argmax(-1))
     torch.testing.assert_close(offsets, heads(h, codes)[1])

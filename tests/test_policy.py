@@ -169,6 +169,36 @@ def test_sampled_codes_follow_the_tempered_softmax():
     assert sample_codes(logits, temperature=0.0).tolist() == [0, 0]
 
 
+def test_a_temperature_per_rvq_layer_samples_each_layer_at_its_own(monkeypatch):
+    policy = make_policy(layers=2).eval()
+    policy.tokenizer.normalizer.fit(torch.randn(64, 2))
+    seen = []
+    decode = policy.tokenizer.decode_normalized
+    monkeypatch.setattr(policy.tokenizer, "decode_normalized", lambda codes: seen.append(codes) or decode(codes))
+    obs = torch.randn(64, 3, 2)
+
+    def codes_over_draws(temperature) -> torch.Tensor:  # (draws, N, L)
+        policy.config.temperature = temperature
+        seen.clear()
+        for seed in range(4):
+            torch.manual_seed(seed)
+            policy.predict_action_chunk(obs)
+        return torch.stack(seen)
+
+    first_greedy = codes_over_draws([0.0, 50.0])
+    assert (first_greedy[:, :, 0] == first_greedy[0, :, 0]).all()  # layer 0 argmax at every draw
+    assert (first_greedy[:, :, 1] != first_greedy[0, :, 1]).any()  # layer 1 sampled
+    second_greedy = codes_over_draws([50.0, 0.0])
+    assert (second_greedy[:, :, 0] != second_greedy[0, :, 0]).any()
+    assert torch.equal(codes_over_draws([0.0, 0.0]), codes_over_draws(0.0))
+    assert torch.equal(codes_over_draws([0.0, 50.0])[:, :, 0], codes_over_draws(0.0)[:, :, 0])
+    policy.config.temperature = [0.5, 0.5, 0.5]
+    with pytest.raises(ValueError, match="temperature has 3 entries for 2 RVQ layers"):
+        policy.predict_action_chunk(obs)
+    with pytest.raises(ValueError, match="temperature has 1 entries for 2 RVQ layers"):
+        make_policy(layers=2, temperature=[0.3])
+
+
 def test_reset_clears_history_and_pads_episode_start():
     policy = make_policy().eval()
     policy.select_action(np.ones((2, 2), np.float32))
@@ -239,6 +269,8 @@ def test_goal_conditioning(mode):
         ({"n_embd": 30, "n_head": 4}, "divisible"),
         ({"execution": "magic"}, "execution"),
         ({"temperature": -1.0}, "temperature"),
+        ({"temperature": [0.5, -0.1]}, "temperature"),
+        ({"temperature": []}, "temperature"),
         ({"goal_conditioning": "prepend"}, "goal_dim"),
         ({"action_chunk": TA + 1}, "action_chunk"),
     ],

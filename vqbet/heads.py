@@ -116,8 +116,8 @@ class PredictionHeads(nn.Module):
             logits = logits[0].view(-1, self.num_layers, self.codebook_size).transpose(0, 1)
         return logits, torch.addmm(self.b_offset, second[-1], self.w_offset)
 
-    def sample(self, h: Tensor, choose: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
-        """Acting: codes (N, L) chosen layer by layer by `choose(logits (N, K)) -> (N,)`, each layer
+    def sample(self, h: Tensor, choose: Callable[[Tensor, int], Tensor]) -> tuple[Tensor, Tensor]:
+        """Acting: codes (N, L) chosen layer by layer by `choose(logits (N, K), layer) -> (N,)`, each layer
         conditioned on the codes chosen before it (sequential), and the offsets (N, offset_dim)."""
         c, e, hidden, out = self.n_embd, self.code_embd, self.hidden, self.code_out
         w1 = self.w1  # zero where masked (see __init__)
@@ -130,7 +130,7 @@ class PredictionHeads(nn.Module):
                 second = F.gelu(torch.addmm(self.b2[part], F.gelu(pre[:, part]), self.w2[i]))
                 logits = torch.addmm(self.b3[i * out : (i + 1) * out], second, self.w3[i])
             k = self.codebook_size
-            codes[:, i] = choose(logits if self.sequential else logits[:, i * k : (i + 1) * k])
+            codes[:, i] = choose(logits if self.sequential else logits[:, i * k : (i + 1) * k], i)
             # Code i's share of every later head's first layer (zero where the mask hides it).
             pre = pre + self.code_embed[i, codes[:, i]].to(pre.dtype) @ w1[c + i * e : c + (i + 1) * e]
         part = slice(self.code_heads * hidden, None)

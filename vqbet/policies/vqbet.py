@@ -55,8 +55,9 @@ class VQBeTConfig(PolicyConfig):
     """Weight of the L1 offset loss (in the tokenizer's normalised action units)."""
     focal_gamma: float = 2.0
     """Focal-loss gamma of the code classification (0 = cross-entropy)."""
-    temperature: float = 1.0
-    """Sampling temperature of codes at acting time; 0 takes the most likely code."""
+    temperature: float | list[float] = 1.0
+    """Sampling temperature of codes at acting time; 0 takes the most likely code. A list gives one
+    per RVQ layer (e.g. the coarse first layer, which picks the mode, hotter than the residual)."""
     sequential_codes: bool = True
     """Predict layer l's code conditioned on the codes chosen for layers < l (else jointly)."""
     goal_conditioning: Literal["none", "prepend", "concat"] = "none"
@@ -71,8 +72,16 @@ class VQBeTConfig(PolicyConfig):
         self.check_positive("n_layer", "n_head", "n_embd", "head_hidden", "code_embd")
         if self.n_embd % self.n_head:
             raise ValueError(f"{name}: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if self.temperature < 0:
-            raise ValueError(f"{name}: temperature must be >= 0, got {self.temperature}")
+        temperatures = self.temperature if isinstance(self.temperature, list) else [self.temperature]
+        if not temperatures or any(
+            isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0 for t in temperatures
+        ):
+            raise ValueError(
+                f"{name}: temperature must be a number >= 0 or a non-empty list of them (one per RVQ "
+                f"layer), got {self.temperature!r}"
+            )
+        if isinstance(self.temperature, list):
+            self.temperature = [float(t) for t in self.temperature]
         if self.goal_conditioning != "none" and self.goal_dim < 1:
             raise ValueError(f"{name}: goal conditioning needs goal_dim >= 1")
         if not 0.0 <= self.dropout < 1.0:
@@ -128,6 +137,7 @@ class VQBeTPolicy(Policy):
             raise ValueError(
                 f"code_loss_weights has {len(c.code_loss_weights)} entries for {self.num_layers} RVQ layers"
             )
+        self.layer_temperatures()  # a per-layer list of the wrong length fails here, not at acting
         self.register_buffer("tokenizer_frozen", torch.tensor(False))
         token_in = self.obs_features + (c.goal_dim if c.goal_conditioning == "concat" else 0)
         self.obs_embed = nn.Linear(token_in, c.n_embd)
@@ -264,11 +274,20 @@ class VQBeTPolicy(Policy):
         return loss, metrics
 
     # -- acting ----------------------------------------------------------------------------
+    def layer_temperatures(self) -> list[float]:
+        """The acting temperature of each RVQ layer (`config.temperature`, per layer if a list)."""
+        t = self.config.temperature
+        if not isinstance(t, list):
+            return [float(t)] * self.num_layers
+        if len(t) != self.num_layers:
+            raise ValueError(f"temperature has {len(t)} entries for {self.num_layers} RVQ layers: {t}")
+        return t
+
     def _predict_chunk(self, obs: Observation, goal: Tensor | None) -> Tensor:
         """Codes sampled at `config.temperature` (0 = argmax), decoded, offset, made raw once."""
         h = self.features(obs, goal, last_only=True)[:, -1]
-        temperature = self.config.temperature
-        codes, offsets = self.heads.sample(h, lambda logits: sample_codes(logits, temperature))
+        temperatures = self.layer_temperatures()
+        codes, offsets = self.heads.sample(h, lambda logits, layer: sample_codes(logits, temperatures[layer]))
         normalised = self.tokenizer.decode_normalized(codes) + offsets.view(
             -1, self.config.action_chunk, self.config.action_dim
         )
