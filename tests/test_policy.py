@@ -174,7 +174,8 @@ def test_a_temperature_per_rvq_layer_samples_each_layer_at_its_own(monkeypatch):
     policy.tokenizer.normalizer.fit(torch.randn(64, 2))
     seen = []
     decode = policy.tokenizer.decode_normalized
-    monkeypatch.setattr(policy.tokenizer, "decode_normalized", lambda codes: seen.append(codes) or decode(codes))
+    record = lambda codes: seen.append(codes) or decode(codes)  # noqa: E731
+    monkeypatch.setattr(policy.tokenizer, "decode_normalized", record)
     obs = torch.randn(64, 3, 2)
 
     def codes_over_draws(temperature) -> torch.Tensor:  # (draws, N, L)
