@@ -7,6 +7,7 @@ import torch
 
 from vqbet.acting import to_absolute, to_relative
 from vqbet.data import EpisodeData, TrajectoryWindows, read_hdf5, split_episodes, write_hdf5
+from vqbet.data.hdf5 import HDF5Writer
 
 
 def random_data(seed=0, lengths=(5, 1, 9, 3), images=False) -> EpisodeData:
@@ -106,6 +107,50 @@ def test_hdf5_round_trip_is_exact(tmp_path):
     assert batch["obs"]["top"].shape == (4, 3, 8, 8, 3) and batch["obs"]["state"].shape == (4, 3, 3)
     loaded = read_hdf5(path, load_images=True)
     assert all(np.array_equal(loaded.images[c], data.images[c]) for c in ("top", "side"))
+
+
+def test_the_writer_streams_episodes_into_the_file_that_write_hdf5_writes(tmp_path):
+    data = random_data(images=True)
+    with HDF5Writer(tmp_path / "s.hdf5") as writer:
+        for i in range(data.num_episodes):
+            episode = data.episode(i)
+            start, end = int(data.episode_ends[i]) - len(episode["obs"]), int(data.episode_ends[i])
+            images = {c: frames[start:end] for c, frames in data.images.items()}
+            writer.append({"obs": episode["obs"], "action": episode["action"], "images": images})
+            with h5py.File(writer._tmp, "r") as f:  # on disk as it arrives, not held until the end
+                assert f["images/top"].shape[0] == end
+            assert not (tmp_path / "s.hdf5").exists()  # the file appears only when complete
+        writer.attrs.update(data.attrs)
+    streamed = read_hdf5(tmp_path / "s.hdf5", load_images=True)
+    whole = read_hdf5(write_hdf5(tmp_path / "w.hdf5", data), load_images=True)
+    for back in (streamed, whole):
+        assert np.array_equal(back.obs, data.obs) and np.array_equal(back.action, data.action)
+        assert np.array_equal(back.episode_ends, data.episode_ends) and back.attrs == data.attrs
+        assert all(np.array_equal(back.images[c], data.images[c]) for c in ("top", "side"))
+
+
+def test_the_writer_refuses_mismatched_episodes_and_leaves_no_file(tmp_path):
+    data = random_data(images=True)
+    first = {"obs": data.obs[:5], "action": data.action[:5], "images": {"top": data.images["top"][:5]}}
+    cases = [
+        (
+            {**first, "images": {"side": data.images["side"][:5]}},
+            r"has cameras \['side'\], the first had \['top'\]",
+        ),
+        ({**first, "obs": data.obs[:5, :2]}, r"'obs' has shape \(5, 2\), expected \(5, 3\)"),
+        ({**first, "action": data.action[:4]}, r"'action' has shape \(4, 2\), expected \(5, 2\)"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(ValueError, match=message), HDF5Writer(tmp_path / "d.hdf5") as writer:
+            writer.append(first)
+            writer.append(bad)
+        assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="no episode was written"), HDF5Writer(tmp_path / "d.hdf5"):
+        pass
+    with pytest.raises(KeyboardInterrupt), HDF5Writer(tmp_path / "d.hdf5") as writer:
+        writer.append(first)
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_single_image_of_an_earlier_file_is_the_camera_named_image(tmp_path):
