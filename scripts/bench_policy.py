@@ -4,6 +4,8 @@ throughput against raw env stepping.
     python scripts/bench_policy.py              # ~4 minutes on 2 CPU cores
     python scripts/bench_policy.py --only-eval --profile 12   # evaluation rows and profiler tables
     python scripts/bench_policy.py --official ../vq_bet_official  # + the official VQ-BeT, same run
+    python scripts/bench_policy.py --baseline /tmp/vqbet-before  # + an earlier commit of ours
+        (git worktree add /tmp/vqbet-before <commit>), same run
 
 Configs: our default (configs/policy/vqbet.yaml on MultiReach) and VQ-BeT's Kitchen config at its
 shape (obs 60, action 9, GPT 6 layers, 6 heads, n_embd 120, To 10, K 16, L 2, heads 1024 wide),
@@ -32,6 +34,7 @@ from vqbet.benchmark import (
     alternating_pairs,
     amp_speedup,
     call_ms,
+    checkout_samples_per_s,
     image_pipeline_ms,
     make_policy,
     matmul_share,
@@ -241,6 +244,35 @@ def precision_rows(steps: int, device: torch.device, official: str | None) -> No
     )
 
 
+def baseline_rows(baseline: str, steps: int) -> None:
+    """The default config's training step here against an earlier checkout of this repository
+    (`baseline`), each in a process of its own, in alternating pairs: at each side's main-job
+    precision (the earlier code trained float32 on CPU unless its train.amp covered the CPU) and
+    both in float32 (the code alone)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parents[1]
+    threads = torch.get_num_threads()
+    commit = subprocess.run(
+        ["git", "-C", baseline, "log", "-1", "--format=%h %cs"], capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"\n| default config, batch 256, this run | baseline {baseline} ({commit or 'not a git checkout'}) "
+        "samples/s | ours samples/s | ours / baseline (median of 3 pairs) |\n|---|---|---|---|"
+    )
+    ours_amp = native_bf16(torch.device("cpu"))
+    for label, theirs_amp, mine_amp in (
+        (f"main job (baseline float32, ours {'bf16' if ours_amp else 'float32'})", False, ours_amp),
+        ("both float32", False, False),
+    ):
+        theirs, mine, ratio = alternating_pairs(
+            lambda a=theirs_amp: checkout_samples_per_s(baseline, 256, steps, threads, a),
+            lambda a=mine_amp: checkout_samples_per_s(here, 256, steps, threads, a),
+            pairs=3,
+        )
+        print(f"| {label} | {theirs:,.0f} | {mine:,.0f} | {ratio:.2f}x |", flush=True)
+
+
 def export_rows(calls: int = 200) -> None:
     """Model call at batch 1 and 64: the eager policy vs its exported program and its AOTInductor
     package, each in alternating pairs with the eager call."""
@@ -339,6 +371,12 @@ def main() -> None:
         metavar="DIR",
         help="a checkout of jayLEE0301/vq_bet_official: measure it at the Kitchen shape in this run",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="an earlier checkout of this repository (git worktree add DIR <commit>): its default-config "
+        "training step against ours in this run",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
@@ -346,6 +384,8 @@ def main() -> None:
     if not args.only_eval:
         model_rows(args.steps, device, args.compile)
         precision_rows(args.steps, device, args.official)
+        if args.baseline:
+            baseline_rows(args.baseline, args.steps)
         export_rows()
         pixel_rows(args.steps)
         loading_and_ddp_rows(args.steps, device)

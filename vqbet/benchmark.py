@@ -101,10 +101,25 @@ def train_samples_per_s(
     return batch * steps / (time.perf_counter() - start)
 
 
+def _samples_per_s_in_process(
+    command: list[str], repo: str | os.PathLike, what: str, cwd: str | os.PathLike | None = None
+) -> float:
+    """Run `command` (in `cwd`) with `repo` first on PYTHONPATH and return the number it prints
+    after `samples_per_s ` (the last such line)."""
+    import subprocess
+
+    paths = [str(Path(repo).resolve()), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=cwd)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("samples_per_s ")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"the {what} benchmark failed:\n{out.stderr[-2000:]}")
+    return float(lines[-1].split()[1])
+
+
 def official_samples_per_s(repo: str | os.PathLike, batch: int, steps: int, threads: int) -> float:
     """Training samples/s of the official VQ-BeT at its Kitchen config (vqbet.benchmark_official),
     in a process of its own with the checkout `repo` on PYTHONPATH."""
-    import subprocess
     import sys
 
     if not (Path(repo) / "vq_behavior_transformer" / "bet.py").is_file():
@@ -113,13 +128,39 @@ def official_samples_per_s(repo: str | os.PathLike, batch: int, steps: int, thre
         )
     command = [sys.executable, "-m", "vqbet.benchmark_official", f"--batch={batch}", f"--steps={steps}"]
     command.append(f"--threads={threads}")
-    paths = [str(Path(repo).resolve()), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-    out = subprocess.run(command, env=env, capture_output=True, text=True)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("samples_per_s ")]
-    if out.returncode != 0 or not lines:
-        raise RuntimeError(f"the official VQ-BeT benchmark failed:\n{out.stderr[-2000:]}")
-    return float(lines[-1].split()[1])
+    return _samples_per_s_in_process(command, repo, "official VQ-BeT")
+
+
+# Runs inside a checkout of this repository, of any commit since the benchmark had its "default"
+# config, `make_policy` and `train_samples_per_s(policy, batch, steps, device, amp=...)`.
+_CHECKOUT_BENCHMARK = """
+import sys
+from pathlib import Path
+import torch
+from vqbet import benchmark
+repo, threads, batch, steps, amp = Path(sys.argv[1]).resolve(), *map(int, sys.argv[2:])
+if repo not in Path(benchmark.__file__).resolve().parents:
+    sys.exit(f"vqbet was imported from {benchmark.__file__}, not from the checkout {repo}")
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+name = next(n for n in benchmark.CONFIGS if n.startswith("default"))
+policy = benchmark.make_policy(name)
+speed = benchmark.train_samples_per_s(policy, batch, steps, torch.device("cpu"), amp=bool(amp))
+print("samples_per_s", speed)
+"""
+
+
+def checkout_samples_per_s(repo: str | os.PathLike, batch: int, steps: int, threads: int, amp: bool) -> float:
+    """Training samples/s of the default config in the vqbet checkout `repo` (this one, or an
+    earlier commit: `git worktree add /tmp/vqbet-before <commit>`), in a process of its own with
+    `repo` first on PYTHONPATH; float32, or bf16 autocast with `amp`."""
+    import sys
+
+    if not (Path(repo) / "vqbet" / "benchmark.py").is_file():
+        raise FileNotFoundError(f"{repo} is not a checkout of vqbet with a benchmark (no vqbet/benchmark.py)")
+    command = [sys.executable, "-c", _CHECKOUT_BENCHMARK, str(repo), str(threads), str(batch), str(steps)]
+    # In `repo`: `python -c` puts the working folder first on sys.path, before PYTHONPATH.
+    return _samples_per_s_in_process([*command, str(int(amp))], repo, f"vqbet checkout {repo}", cwd=repo)
 
 
 def alternating_pairs(

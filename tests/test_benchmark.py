@@ -1,0 +1,39 @@
+"""Benchmark helpers: paired measurements and the step of another checkout in its own process."""
+
+from pathlib import Path
+
+import pytest
+
+from vqbet.benchmark import alternating_pairs, checkout_samples_per_s
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_alternating_pairs_take_medians_and_the_median_of_per_pair_ratios():
+    calls = []
+    first = iter([100.0, 50.0, 200.0])  # the machine drifts: each pair sees the same speed
+    second = iter([150.0, 75.0, 400.0])
+
+    def a() -> float:
+        calls.append("a")
+        return next(first)
+
+    def b() -> float:
+        calls.append("b")
+        return next(second)
+
+    theirs, ours, ratio = alternating_pairs(a, b, pairs=3)
+    assert calls == ["a", "b"] * 3
+    assert (theirs, ours, ratio) == (100.0, 150.0, 1.5)  # per-pair ratios 1.5, 1.5, 2.0
+
+
+def test_a_checkout_is_measured_in_its_own_process_and_failures_are_named(tmp_path):
+    assert checkout_samples_per_s(ROOT, batch=4, steps=1, threads=1, amp=False) > 0
+    with pytest.raises(FileNotFoundError, match="not a checkout of vqbet"):
+        checkout_samples_per_s(tmp_path, batch=4, steps=1, threads=1, amp=False)
+    broken = tmp_path / "broken"
+    (broken / "vqbet").mkdir(parents=True)
+    (broken / "vqbet" / "__init__.py").write_text("")
+    (broken / "vqbet" / "benchmark.py").write_text("raise ImportError('this checkout is broken')\n")
+    with pytest.raises(RuntimeError, match=r"(?s)vqbet checkout .*broken.*this checkout is broken"):
+        checkout_samples_per_s(broken, batch=4, steps=1, threads=1, amp=False)
