@@ -66,6 +66,16 @@ def test_pixels_are_cropped_and_normalised_channels_first():
     torch.testing.assert_close(x, expected)
     white = encoders.pixels(torch.full((1, 10, 10, 3), 255, dtype=torch.uint8))
     torch.testing.assert_close(white, torch.ones_like(white))
+    pooled = ImageEncoders(VisionConfig(cameras=["top"], image_size=[10, 10], crop=[8, 8], downsample=2))
+    x = pooled.eval().pixels(frames)  # each pixel the mean of a 2 x 2 block of the centre crop
+    assert x.shape == (3, 3, 4, 4)
+    centre = (frames[:, 1:9, 1:9].permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+    torch.testing.assert_close(x, centre.view(3, 3, 4, 2, 4, 2).mean((3, 5)))
+    assert pooled({"top": frames}).shape == (3, 64)
+    with pytest.raises(ValueError, match=r"vision.crop \[6, 6\] must divide by vision.downsample \(4\)"):
+        VisionConfig(cameras=["top"], image_size=[10, 10], crop=[6, 6], downsample=4)
+    with pytest.raises(ValueError, match=r"vision.downsample must be an integer >= 1, got 0"):
+        VisionConfig(cameras=["top"], image_size=[10, 10], crop=[6, 6], downsample=0)
 
 
 @pytest.mark.parametrize("family", ["vqbet", "mlp"])

@@ -4,7 +4,8 @@
 one shared by all) and turns `{camera: (..., H, W, 3) uint8}` into features `(..., cameras x
 features)`. Inside: crop (a random crop per image in training mode, the centre crop in eval mode:
 the augmentation of Diffusion Policy and VQ-BeT's image tasks), scale to [0, 1] and normalise
-(inside the model, so a checkpoint acts on raw frames), then the encoder:
+(inside the model, so a checkpoint acts on raw frames), optionally average-pool by `downsample`,
+then the encoder:
 
 - "conv" (default): four 3x3 convolutions (32-32-64-64 channels, stride 2, 2, 2, 1: an 84 x 84
   crop ends as 11 x 11) with GroupNorm and ReLU, spatial-softmax pooling (the expected image
@@ -41,6 +42,9 @@ class VisionConfig:
     """(H, W) of the images the policy takes (the env's and the dataset's)."""
     crop: list[int] = field(default_factory=lambda: [84, 84])
     """(h, w) crop: random in training, centred when acting."""
+    downsample: int = 1
+    """Average-pool the crop by this factor before the encoder (2: an 84 x 84 crop is encoded at
+    42 x 42, a quarter of the multiply-adds; the crop must divide by it)."""
     encoder: Literal["conv", "resnet18"] = "conv"
     """The image encoder (see vqbet.vision)."""
     features: int = 64
@@ -67,6 +71,13 @@ class VisionConfig:
             raise ValueError(f"vision.encoder must be conv or resnet18, got {self.encoder!r}")
         if self.features < 1:
             raise ValueError(f"vision.features must be >= 1, got {self.features}")
+        if isinstance(self.downsample, bool) or not isinstance(self.downsample, int) or self.downsample < 1:
+            raise ValueError(f"vision.downsample must be an integer >= 1, got {self.downsample!r}")
+        if any(c % self.downsample or c // self.downsample < 4 for c in self.crop):
+            raise ValueError(
+                f"vision.crop {self.crop} must divide by vision.downsample ({self.downsample}) into "
+                "sides >= 4"
+            )
 
     @property
     def feature_dim(self) -> int:
@@ -175,10 +186,13 @@ class ImageEncoders(nn.Module):
                 )
 
     def pixels(self, images: Tensor) -> Tensor:
-        """(N, H, W, 3) uint8 -> (N, 3, h, w) float: cropped (random in training mode, else
-        centred) and normalised; channels-last in memory, which the convolutions take as is."""
+        """(N, H, W, 3) uint8 -> (N, 3, h / d, w / d) float: cropped (random in training mode, else
+        centred), normalised and average-pooled by d = `downsample`; channels-last in memory, which
+        the convolutions take as is."""
         x = crop(images, (self.config.crop[0], self.config.crop[1]), random=self.training)
-        return torch.addcmul(self.shift, x.permute(0, 3, 1, 2), self.scale)
+        x = torch.addcmul(self.shift, x.permute(0, 3, 1, 2), self.scale)
+        d = self.config.downsample
+        return F.avg_pool2d(x, d) if d > 1 else x
 
     def forward(self, images: dict[str, Tensor]) -> Tensor:
         c = self.config
