@@ -4,7 +4,7 @@ throughput against raw env stepping.
     python scripts/bench_policy.py              # ~4 minutes on 2 CPU cores
     python scripts/bench_policy.py --only-eval --profile 12   # evaluation rows and profiler tables
     python scripts/bench_policy.py --official ../vq_bet_official  # + the official VQ-BeT, same run
-    python scripts/bench_policy.py --baseline /tmp/vqbet-before  # + an earlier commit of ours
+    python scripts/bench_policy.py --baseline /tmp/vqbet-before [--only-baseline]  # + an earlier commit
         (git worktree add /tmp/vqbet-before <commit>), same run
 
 Configs: our default (configs/policy/vqbet.yaml on MultiReach) and VQ-BeT's Kitchen config at its
@@ -364,6 +364,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--only-eval", action="store_true", help="only the evaluation-throughput rows")
     parser.add_argument("--no-eval", action="store_true", help="leave out the evaluation-throughput rows")
+    parser.add_argument("--only-baseline", action="store_true", help="only the --baseline rows")
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row (slow to compile)")
     parser.add_argument("--profile", type=int, default=0, help="print profiler tables with this many rows")
     parser.add_argument(
@@ -381,6 +382,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU\n")
+    if args.only_baseline:
+        if not args.baseline:
+            parser.error("--only-baseline needs --baseline DIR")
+        baseline_rows(args.baseline, args.steps)
+        return
     if not args.only_eval:
         model_rows(args.steps, device, args.compile)
         precision_rows(args.steps, device, args.official)
