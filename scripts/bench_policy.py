@@ -313,19 +313,27 @@ def export_rows(calls: int = 200) -> None:
 
 
 def pixel_rows(steps: int) -> None:
-    """Where a pixel policy's training step goes (issue: image pipeline vs network)."""
-    batch = 64
-    m = image_pipeline_ms(batch, max(3, steps // 3))
+    """Where a pixel policy's training step goes (issue: image pipeline vs network), for 84 x 84
+    crops at batch 64 and for the recipe of configs/task/pusht_pixels.yaml."""
+    from omegaconf import OmegaConf
+
+    task = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "task" / "pusht_pixels.yaml")
+    recipe = (int(task.batch_size), int(task.obs_window), int(task.vision.downsample))
     print(
-        "\n| PushT from pixels (1 camera 96x96, To 5, conv encoder), batch 64 | read + decode frames ms "
-        "| crop + normalise ms | training step ms (incl. crop) | loader frames/s | samples/s (load + step) |"
+        "\n| PushT from pixels (1 camera 96x96, crop 84x84, conv encoder), single-process loader, bf16 "
+        "| read + decode frames ms | crop + normalise (+ pool) ms | training step ms (incl. crop) "
+        "| loader frames/s | samples/s (load + step) |"
     )
     print("|---|---|---|---|---|---|")
-    print(
-        f"| single-process loader, bf16 step | {m['load_ms']:.1f} | {m['crop_ms']:.1f} | {m['step_ms']:.1f} "
-        f"| {m['loader_frames_per_s']:,.0f} | {m['samples_per_s']:,.0f} |",
-        flush=True,
-    )
+    for batch, window, downsample in ((64, 5, 1), recipe):
+        m = image_pipeline_ms(batch, max(3, steps // 3), obs_window=window, downsample=downsample)
+        label = f"batch {batch}, To {window}, encoded at {84 // downsample}x{84 // downsample}"
+        label += " (task recipe)" if (batch, window, downsample) == recipe else ""
+        print(
+            f"| {label} | {m['load_ms']:.1f} | {m['crop_ms']:.1f} | {m['step_ms']:.1f} "
+            f"| {m['loader_frames_per_s']:,.0f} | {m['samples_per_s']:,.0f} |",
+            flush=True,
+        )
 
 
 def loading_and_ddp_rows(steps: int, device: torch.device) -> None:

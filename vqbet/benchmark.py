@@ -240,12 +240,15 @@ def act_latency_ms(policy: VQBeTPolicy, batch: int, calls: int, device: torch.de
     return out[0], out[1]
 
 
-def image_pipeline_ms(batch: int, steps: int, amp: bool = True) -> dict[str, float]:
-    """Where a pixel policy's training step goes (PushT from pixels: state 2, one 96x96 camera,
-    To 5, Ta 5, the default conv encoder): ms per batch of reading and decoding the frames from an
-    lzf-compressed HDF5 (a single-process DataLoader over TrajectoryWindows), of the random crop and
-    normalisation, and of the whole training step (encoder + transformer + heads, forward, backward,
-    AdamW) on an in-memory batch; plus the frames/s the loader delivers."""
+def image_pipeline_ms(
+    batch: int, steps: int, obs_window: int = 5, downsample: int = 1, amp: bool = True
+) -> dict[str, float]:
+    """Where a pixel policy's training step goes (PushT from pixels: state 2, one 96x96 camera
+    cropped to 84x84 and average-pooled by `downsample`, `obs_window` frames, Ta 5, the default conv
+    encoder): ms per batch of reading and decoding the frames from an lzf-compressed HDF5 (a
+    single-process DataLoader over TrajectoryWindows), of the random crop, normalisation and pooling,
+    and of the whole training step (encoder + transformer + heads, forward, backward, AdamW) on an
+    in-memory batch; plus the frames/s the loader delivers."""
     import tempfile
 
     from vqbet.data import EpisodeData, TrajectoryWindows, read_hdf5, write_hdf5
@@ -258,14 +261,16 @@ def image_pipeline_ms(batch: int, steps: int, amp: bool = True) -> dict[str, flo
         episode_ends=np.arange(1, n + 1) * length,
         images={"top": rng.integers(0, 256, (n * length, 96, 96, 3), dtype=np.uint8)},
     )
-    vision = dict(cameras=["top"], image_size=[96, 96], crop=[84, 84])
+    vision = dict(cameras=["top"], image_size=[96, 96], crop=[84, 84], downsample=downsample)
     tokenizer = ActionTokenizer(action_dim=2, chunk_size=5, num_layers=2, codebook_size=16)
     tokenizer.normalizer.fit(torch.randn(1000, 2))
-    policy = VQBeTPolicy(VQBeTConfig(obs_dim=2, action_dim=2, vision=vision), tokenizer)
+    config = VQBeTConfig(obs_dim=2, action_dim=2, obs_window=obs_window, vision=vision)
+    policy = VQBeTPolicy(config, tokenizer)
     policy.obs_normalizer.fit(torch.randn(1000, 2))
     policy.freeze_statistics()
     with tempfile.TemporaryDirectory() as tmp:
-        windows = TrajectoryWindows(read_hdf5(write_hdf5(f"{tmp}/pixels.hdf5", data)), 5, 5, cameras=["top"])
+        stored = read_hdf5(write_hdf5(f"{tmp}/pixels.hdf5", data))
+        windows = TrajectoryWindows(stored, obs_window, 5, cameras=["top"])
         loader = iter(torch.utils.data.DataLoader(windows, batch_size=batch, shuffle=True))
         first = next(loader)
         start = time.perf_counter()
@@ -288,6 +293,6 @@ def image_pipeline_ms(batch: int, steps: int, amp: bool = True) -> dict[str, flo
         "load_ms": load_ms,
         "crop_ms": crop_ms,
         "step_ms": step_ms,
-        "loader_frames_per_s": batch * 5 * 1000 / load_ms,
+        "loader_frames_per_s": batch * obs_window * 1000 / load_ms,
         "samples_per_s": batch * 1000 / (load_ms + step_ms),
     }

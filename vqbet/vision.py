@@ -189,10 +189,11 @@ class ImageEncoders(nn.Module):
         """(N, H, W, 3) uint8 -> (N, 3, h / d, w / d) float: cropped (random in training mode, else
         centred), normalised and average-pooled by d = `downsample`; channels-last in memory, which
         the convolutions take as is."""
-        x = crop(images, (self.config.crop[0], self.config.crop[1]), random=self.training)
-        x = torch.addcmul(self.shift, x.permute(0, 3, 1, 2), self.scale)
+        x = crop(images, (self.config.crop[0], self.config.crop[1]), random=self.training).permute(0, 3, 1, 2)
         d = self.config.downsample
-        return F.avg_pool2d(x, d) if d > 1 else x
+        if d > 1:  # pooling first: the normalisation is affine, and runs on d * d times fewer values
+            x = F.avg_pool2d(x.float(), d)
+        return torch.addcmul(self.shift, x, self.scale)
 
     def forward(self, images: dict[str, Tensor]) -> Tensor:
         c = self.config
