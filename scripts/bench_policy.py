@@ -42,7 +42,7 @@ from vqbet.benchmark import (
     random_batch,
     train_samples_per_s,
 )
-from vqbet.train import decay_groups
+from vqbet.train import adamw
 from vqbet.train_policy import compile_network, native_bf16
 
 
@@ -152,7 +152,7 @@ def _ddp_worker(rank: int, world: int, port: int, steps: int, out: str) -> None:
     policy = make_policy(next(iter(CONFIGS))).train()
     model = DistributedDataParallel(policy)
     data = random_batch(policy, 256 // world, torch.device("cpu"))
-    optimizer = torch.optim.AdamW(decay_groups(policy, 0.01), lr=1e-4)
+    optimizer = adamw(policy, 1e-4, 0.01)
     for i in range(steps + 3):
         if i == 3:
             dist.barrier()

@@ -1,5 +1,7 @@
 """VQBeTPolicy: losses, multimodality, acting modes, persistence, any number of RVQ layers."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -455,3 +457,52 @@ def test_bf16_training_keeps_float32_state_and_learns_like_float32(tmp_path, mon
     assert final[-1] < 0.5 * final[0]
     assert final[-1] == pytest.approx(final_fp32[-1], rel=0.25)
     assert final[-1] != final_fp32[-1]  # the autocast path really ran
+
+
+Trained = tuple[torch.nn.Module, torch.optim.Optimizer]
+
+
+def _adam_pair() -> tuple[torch.nn.Module, torch.optim.Optimizer, Trained]:
+    """A model with the library's optimizer and a copy with the per-tensor AdamW, same groups."""
+    from vqbet.train import adamw, decay_groups
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))
+    twin = copy.deepcopy(model)
+    return model, adamw(model, 1e-2, 0.1), (twin, torch.optim.AdamW(decay_groups(twin, 0.1), lr=1e-2))
+
+
+def _adam_steps(pairs: list[Trained], steps: int) -> None:
+    for i in range(steps):
+        x = torch.randn(16, 6, generator=torch.Generator().manual_seed(i))
+        for model, opt in pairs:
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+
+
+def test_the_library_adamw_is_fused_on_cpu_and_steps_like_the_per_tensor_loop():
+    model, opt, (twin, reference) = _adam_pair()
+    assert opt.param_groups[0]["fused"]  # torch 2.4+ has the CPU kernel
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]  # matrices only
+    _adam_steps([(model, opt), (twin, reference)], 5)
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+        assert not torch.equal(a, torch.zeros_like(a))
+
+
+def test_a_per_tensor_optimizer_state_resumes_into_the_fused_one():
+    from vqbet.train import adamw
+    from vqbet.train_state import optimizer_from_files, optimizer_to_files
+
+    model, _, (twin, reference) = _adam_pair()
+    _adam_steps([(twin, reference)], 3)
+    model.load_state_dict(twin.state_dict())
+    tensors, meta = optimizer_to_files(reference)  # written by a run without the fused kernel
+    assert meta["param_groups"][0]["fused"] is None
+    resumed = adamw(model, 1e-2, 0.1)
+    optimizer_from_files(resumed, tensors, meta)
+    assert resumed.param_groups[0]["fused"]  # the kernel is this machine's choice, not state
+    _adam_steps([(model, resumed), (twin, reference)], 3)
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -14,7 +14,7 @@ import torch
 
 from vqbet.policies import VQBeTConfig, VQBeTPolicy
 from vqbet.tokenizer import ActionTokenizer
-from vqbet.train import decay_groups
+from vqbet.train import adamw
 from vqbet.train_policy import training_autocast
 
 OBS_DIM, ACTION_DIM = 6, 2
@@ -71,7 +71,7 @@ def random_batch(policy: VQBeTPolicy, batch: int, device: torch.device) -> dict[
 def training_step(policy: VQBeTPolicy, data: dict, device: torch.device, amp: bool) -> Callable[[], None]:
     """One forward + backward + AdamW step of `policy` on the fixed batch `data`, as a function."""
     policy.to(device).train()
-    optimizer = torch.optim.AdamW(decay_groups(policy, 0.01), lr=1e-4)
+    optimizer = adamw(policy, 1e-4, 0.01)
     autocast = training_autocast(device, amp)
 
     def step() -> None:

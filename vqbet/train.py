@@ -67,6 +67,18 @@ def decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def adamw(module: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over `decay_groups(module, weight_decay)`, with torch's fused kernel where it has one
+    for the parameters' device (CUDA; CPU from torch 2.4): one pass over every parameter instead
+    of ~10 small ops per tensor, which were 6% of a bf16 CPU training step at the default config.
+    Same update as the per-tensor loop up to float rounding; the state dict has the same layout."""
+    groups = decay_groups(module, weight_decay)
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except RuntimeError:  # a device (or torch) without the fused kernel
+        return torch.optim.AdamW(groups, lr=lr)
+
+
 def fit_tokenizer(
     tokenizer: ActionTokenizer,
     chunks: Tensor | np.ndarray,
@@ -94,7 +106,7 @@ def fit_tokenizer(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     tokenizer.to(device).train()
-    optimizer = torch.optim.AdamW(decay_groups(tokenizer, config.weight_decay), lr=config.lr)
+    optimizer = adamw(tokenizer, config.lr, config.weight_decay)
     warmup = max(1, config.steps // 20)
     writer = _summary_writer(log_dir)
     gumbel = tokenizer.config.gradient == "gumbel"

@@ -24,7 +24,7 @@ from vqbet.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_json, read_tensors,
 from vqbet.config import check_ranges
 from vqbet.policies.base import Policy
 from vqbet.progress import Progress
-from vqbet.train import decay_groups, lr_factor
+from vqbet.train import adamw, lr_factor
 from vqbet.train_state import (
     STATE_JSON,
     STATE_TENSORS,
@@ -269,7 +269,7 @@ def train_policy(
     policy.to(device).train()
     if config.compile:
         compile_network(policy)
-    optimizer = torch.optim.AdamW(decay_groups(policy, config.weight_decay), lr=config.lr)
+    optimizer = adamw(policy, config.lr, config.weight_decay)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     # DDP averages gradients over ranks (its buffer broadcast is cheap: codebooks and statistics).
     model = (

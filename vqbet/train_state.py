@@ -40,7 +40,13 @@ def optimizer_from_files(
         state.setdefault(int(index), {})[key] = value.clone()
     for index, entry in meta.get("scalars", {}).items():
         state.setdefault(int(index), {}).update(entry)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # Which kernel steps (fused / foreach) is this optimizer's choice for this machine, not state:
+    # a run resumed where the fused kernel is missing (or newly present) keeps its own.
+    groups = [
+        {**saved, **{k: group[k] for k in ("fused", "foreach") if k in group}}
+        for saved, group in zip(meta["param_groups"], optimizer.param_groups, strict=False)
+    ]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def rng_tensors() -> dict[str, Tensor]:
