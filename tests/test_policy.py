@@ -171,6 +171,36 @@ def test_sampled_codes_follow_the_tempered_softmax():
     assert sample_codes(logits, temperature=0.0).tolist() == [0, 0]
 
 
+def test_min_p_drops_unlikely_codes_and_keeps_the_odds_of_the_rest():
+    torch.manual_seed(0)
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.25, 0.25, 0.25, 0.25], [0.04, 0.9, 0.03, 0.03]])
+    n = 20000
+    draws = sample_codes(probs.log().repeat_interleave(n, 0), temperature=1.0, min_p=0.25).view(3, n)
+    expected = torch.tensor([[0.5, 0.3, 0.15, 0.0], [0.25, 0.25, 0.25, 0.25], [0.0, 1.0, 0.0, 0.0]])
+    expected = expected / expected.sum(-1, keepdim=True)  # the kept codes at their learnt odds
+    for row in range(3):
+        freq = torch.bincount(draws[row], minlength=4).double() / n
+        torch.testing.assert_close(freq, expected[row].double(), atol=0.01, rtol=0)
+    assert draws[0].ne(3).all() and draws[2].eq(1).all()
+    # After the temperature: at 0.5 code 2 (0.15 -> 0.075 of the largest after squaring) goes too.
+    tempered = sample_codes(probs[:1].log().repeat_interleave(n, 0), temperature=0.5, min_p=0.25)
+    assert set(tempered.tolist()) == {0, 1}
+
+
+def test_a_policy_with_min_p_near_one_acts_greedily():
+    policy = make_policy(layers=2, temperature=1.0, min_p=0.999).eval()
+    policy.tokenizer.normalizer.fit(torch.randn(64, 2))
+    obs = torch.randn(64, 3, 2)
+    torch.manual_seed(1)
+    near_one = policy.predict_action_chunk(obs)
+    policy.config.min_p = 0.0
+    sampled = policy.predict_action_chunk(obs)
+    policy.config.temperature = 0.0
+    greedy = policy.predict_action_chunk(obs)
+    torch.testing.assert_close(near_one, greedy)  # only the likeliest code of each layer is left
+    assert not torch.allclose(sampled, greedy)  # while at temperature 1 without it, codes vary
+
+
 def test_a_temperature_per_rvq_layer_samples_each_layer_at_its_own(monkeypatch):
     policy = make_policy(layers=2).eval()
     policy.tokenizer.normalizer.fit(torch.randn(64, 2))
@@ -274,6 +304,8 @@ def test_goal_conditioning(mode):
         ({"temperature": -1.0}, "temperature"),
         ({"temperature": [0.5, -0.1]}, "temperature"),
         ({"temperature": []}, "temperature"),
+        ({"min_p": 1.0}, "min_p"),
+        ({"min_p": -0.1}, "min_p"),
         ({"goal_conditioning": "prepend"}, "goal_dim"),
         ({"action_chunk": TA + 1}, "action_chunk"),
     ],

@@ -16,7 +16,7 @@ the eager policy at batch 1 (`scripts/bench_policy.py`), equal to it up to float
 for every batch size up to `max_batch` with no further compile. The package runs only with the
 torch version and kind of machine (CPU or CUDA) it was compiled for; `config.json` records both and
 loading elsewhere is refused by name. Sampling policies sample
-inside the program at their `temperature` (from torch's global generator); temperature 0 acts
+inside the program at their `temperature` and `min_p` (from torch's global generator); temperature 0 acts
 greedily and equals the eager policy bit for bit (tested). A `.pt2` archive is torch's format, not
 our safetensors: load only programs you made or trust.
 """

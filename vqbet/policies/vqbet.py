@@ -58,6 +58,11 @@ class VQBeTConfig(PolicyConfig):
     temperature: float | list[float] = 1.0
     """Sampling temperature of codes at acting time; 0 takes the most likely code. A list gives one
     per RVQ layer (e.g. the coarse first layer, which picks the mode, hotter than the residual)."""
+    min_p: float = 0.0
+    """Acting: codes less likely than `min_p` times the most likely code are never sampled (0: off;
+    after the temperature). Unlike a low temperature it keeps the odds between the codes it leaves:
+    where several codes are about as likely (a choice between modes) it samples them as learnt,
+    where one dominates (executing a mode) it drops the unlikely rest."""
     sequential_codes: bool = True
     """Predict layer l's code conditioned on the codes chosen for layers < l (else jointly)."""
     goal_conditioning: Literal["none", "prepend", "concat"] = "none"
@@ -82,6 +87,10 @@ class VQBeTConfig(PolicyConfig):
             )
         if isinstance(self.temperature, list):
             self.temperature = [float(t) for t in self.temperature]
+        min_p = self.min_p
+        if isinstance(min_p, bool) or not isinstance(min_p, (int, float)) or not 0 <= min_p < 1:
+            raise ValueError(f"{name}: min_p must be a number in [0, 1), got {self.min_p!r}")
+        self.min_p = float(self.min_p)
         if self.goal_conditioning != "none" and self.goal_dim < 1:
             raise ValueError(f"{name}: goal conditioning needs goal_dim >= 1")
         if not 0.0 <= self.dropout < 1.0:
@@ -98,13 +107,18 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float) -> Tensor:
     return -((1 - log_p.exp()) ** gamma * log_p).mean(-1)
 
 
-def sample_codes(logits: Tensor, temperature: float) -> Tensor:
-    """logits (N, K) -> codes (N,); temperature 0 is argmax."""
+def sample_codes(logits: Tensor, temperature: float, min_p: float = 0.0) -> Tensor:
+    """logits (N, K) -> codes (N,); temperature 0 is argmax. `min_p` > 0: codes whose probability
+    (at `temperature`) is below min_p x the row's largest are left out, the rest keep their odds."""
     if temperature == 0:
         return logits.argmax(dim=-1)
+    probs = F.softmax(logits / temperature, dim=-1)
+    if min_p > 0:
+        probs = probs * (probs >= min_p * probs.amax(dim=-1, keepdim=True))
     # Inverse-CDF sampling: same distribution as torch.multinomial at a fraction of its overhead
-    # for the small batches of acting (it was ~10% of a batch-1 action).
-    cdf = F.softmax(logits / temperature, dim=-1).cumsum(dim=-1)
+    # for the small batches of acting (it was ~10% of a batch-1 action); scaling u by the total
+    # renormalises what min_p left.
+    cdf = probs.cumsum(dim=-1)
     u = torch.rand(logits.shape[0], 1, device=logits.device, dtype=cdf.dtype) * cdf[:, -1:]
     return (cdf <= u).sum(dim=-1).clamp_max(logits.shape[-1] - 1)
 
@@ -286,8 +300,10 @@ class VQBeTPolicy(Policy):
     def _predict_chunk(self, obs: Observation, goal: Tensor | None) -> Tensor:
         """Codes sampled at `config.temperature` (0 = argmax), decoded, offset, made raw once."""
         h = self.features(obs, goal, last_only=True)[:, -1]
-        temperatures = self.layer_temperatures()
-        codes, offsets = self.heads.sample(h, lambda logits, layer: sample_codes(logits, temperatures[layer]))
+        temperatures, min_p = self.layer_temperatures(), self.config.min_p
+        codes, offsets = self.heads.sample(
+            h, lambda logits, layer: sample_codes(logits, temperatures[layer], min_p)
+        )
         normalised = self.tokenizer.decode_normalized(codes) + offsets.view(
             -1, self.config.action_chunk, self.config.action_dim
         )
