@@ -185,6 +185,18 @@ def test_the_exported_program_acts_like_the_eager_policy(name, tmp_path):
         acting.predict_action_chunk(torch.zeros(1, 3, 4))
 
 
+def test_the_exported_program_samples_with_the_policys_min_p(tmp_path):
+    from vqbet.export import ExportedPolicy
+
+    policy, _ = fitted("vqbet")
+    policy.config.temperature, policy.config.min_p = 1.0, 0.999  # only the likeliest code is left
+    acting = ExportedPolicy.load(policy.export(tmp_path / "deploy", max_batch=64))
+    obs = torch.randn(64, 3, 2)
+    exported = acting.predict_action_chunk(obs)
+    policy.config.temperature = 0.0
+    assert torch.equal(exported, policy.predict_action_chunk(obs))
+
+
 def test_the_compiled_package_acts_like_the_eager_policy(tmp_path):
     """AOTInductor: native code for this CPU, every batch size, equal up to float rounding."""
     from vqbet.export import ExportedPolicy
