@@ -54,6 +54,40 @@ def test_groups_seeds_and_prefers_the_named_re_evaluation(tmp_path, capsys):
     assert "skipped (no results.json, or an offline run): " + str(tmp_path / "bet-seed0") in out
 
 
+def test_a_row_that_mixes_acting_settings_or_evaluation_seeds_is_flagged(tmp_path, capsys):
+    for seed in (0, 1, 2):
+        run = tmp_path / f"vqbet-seed{seed}"
+        _write(run / "results.json", 0.8, 1.2, eval_seed=1000000)
+        (run / "config.yaml").write_text("policy:\n  name: vqbet\n  temperature: 0.3\n  execution: queue\n")
+    # Seeds 0 and 1 re-evaluated with min_p; seed 2 not: --eval falls back to its training results.
+    for seed in (0, 1):
+        _write(
+            tmp_path / f"vqbet-seed{seed}" / "eval" / "minp" / "results.json",
+            0.7,
+            1.3,
+            eval_seed=1000000,
+            act={"temperature": 1.0, "min_p": 0.5},
+        )
+    _write(tmp_path / "vqbet-seed1" / "eval" / "held" / "results.json", 0.7, 1.3, eval_seed=2000000)
+    runs = sorted(tmp_path.iterdir())
+
+    results_table.main([str(r) for r in runs])
+    assert "warning" not in capsys.readouterr().out  # one config, one seed range: nothing to say
+    results_table.main([str(r) for r in runs] + ["--eval", "minp"])
+    out = capsys.readouterr().out
+    assert (
+        "warning: BlockPush vqbet mixes settings (seed 0: temperature 1.0, min_p 0.5, execution queue" in out
+    )
+    assert "seed 2: temperature 0.3, min_p 0.0, execution queue, first seed 1000000)" in out
+    results_table.main([str(r) for r in runs] + ["--eval", "held"])
+    assert (
+        "seed 1: temperature 0.3, min_p 0.0, execution queue, first seed 2000000" in capsys.readouterr().out
+    )
+    (tmp_path / "vqbet-seed0" / "config.yaml").write_text("policy: [unclosed\n")
+    with pytest.raises(SystemExit, match=r"vqbet-seed0/config\.yaml: not valid YAML"):
+        results_table.main([str(r) for r in runs])
+
+
 def test_bad_results_name_the_file(tmp_path):
     bad = tmp_path / "vqbet-seed0" / "results.json"
     bad.parent.mkdir()

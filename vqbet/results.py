@@ -10,7 +10,10 @@ without results are listed as skipped. Runs group by task and by folder name wit
 seeds, each seed's success, a Wilson 95% interval over all the group's episodes, the mean order
 entropy (and its fraction of the expert's), the task's progress metrics and the mean training
 wall time. Each task starts with the expert's row: the success and order entropy of the
-demonstrations the runs were trained on (recorded in every results.json).
+demonstrations the runs were trained on (recorded in every results.json). A row whose seeds were
+played with different acting options (temperature, min_p, execution: the run's config.yaml, then a
+re-evaluation's overrides) or on different evaluation seeds gets a warning under the table naming
+each run's setting: `--eval` falls back to a run's training results where the re-evaluation is missing.
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from vqbet.metrics import difference_interval, wilson_interval
 
 # Summary keys that are not task progress metrics.
 _NOT_METRICS = {"mean_length", "mean_success", "mean_unstable"}
 _SEED = re.compile(r"-seed(\d+)$")
+# Acting options that change what a rollout does, with the value a config that lacks one meant.
+_ACTING = {"temperature": None, "min_p": 0.0, "execution": None, "ensemble_decay": None}
 
 
 def load_run(run: Path, eval_name: str | None) -> dict[str, Any] | None:
@@ -49,7 +56,36 @@ def load_run(run: Path, eval_name: str | None) -> dict[str, Any] | None:
     if "summary" not in results:
         raise SystemExit(f"{source}: no 'summary' key: not a vqbet results.json")
     results["source"] = str(source)
+    results["setting"] = _setting(run, results)
     return results
+
+
+def _setting(run: Path, results: dict[str, Any]) -> str:
+    """How a run's episodes were played: its config's acting options, a re-evaluation's overrides
+    on top, and the first evaluation seed, as text ("" when nothing is known)."""
+    policy: dict[str, Any] = {}
+    config = run / "config.yaml"
+    if config.exists():
+        try:
+            policy = (yaml.safe_load(config.read_text()) or {}).get("policy") or {}
+        except yaml.YAMLError as err:
+            raise SystemExit(f"{config}: not valid YAML ({err})") from None
+    acting = {k: policy.get(k, default) for k, default in _ACTING.items()}
+    acting.update(results.get("act") or {})
+    parts = [f"{k} {v}" for k, v in acting.items() if v is not None]
+    if results.get("eval_seed") is not None:
+        parts.append(f"first seed {results['eval_seed']}")
+    return ", ".join(parts)
+
+
+def mixed_settings(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
+    """One warning per row whose runs were played with different settings (see `_setting`)."""
+    warnings = []
+    for (task, method), members in sorted(groups.items()):
+        if len({m["setting"] for m in members}) > 1:
+            each = "; ".join(f"seed {m['seed_label']}: {m['setting'] or 'unknown'}" for m in members)
+            warnings.append(f"warning: {task} {method} mixes settings ({each})")
+    return warnings
 
 
 def group_runs(
@@ -178,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     if not groups:
         raise SystemExit("none of the folders has a results.json")
     print(format_table(groups, args.per_seed))
+    for warning in mixed_settings(groups):
+        print(warning)
     if args.compare:
         a, b = args.compare
         tasks = sorted({task for task, _ in groups if (task, a) in groups and (task, b) in groups})
