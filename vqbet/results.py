@@ -72,10 +72,15 @@ def _setting(run: Path, results: dict[str, Any]) -> str:
             raise SystemExit(f"{config}: not valid YAML ({err})") from None
     acting = {k: policy.get(k, default) for k, default in _ACTING.items()}
     acting.update(results.get("act") or {})
-    parts = [f"{k} {v}" for k, v in acting.items() if v is not None]
+    parts = [f"{k} {_as_float(v)}" for k, v in acting.items() if v is not None]
     if results.get("eval_seed") is not None:
         parts.append(f"first seed {results['eval_seed']}")
     return ", ".join(parts)
+
+
+def _as_float(value: Any) -> Any:
+    """1 and 1.0 are one temperature, whichever file wrote it."""
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def mixed_settings(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
