@@ -89,8 +89,8 @@ class VQBeTConfig(PolicyConfig):
             self.temperature = [float(t) for t in self.temperature]
         min_p = self.min_p
         if isinstance(min_p, bool) or not isinstance(min_p, (int, float)) or not 0 <= min_p < 1:
-            raise ValueError(f"{name}: min_p must be a number in [0, 1), got {self.min_p!r}")
-        self.min_p = float(self.min_p)
+            raise ValueError(f"{name}: min_p must be a number in [0, 1), got {min_p!r}")
+        self.min_p = float(min_p)
         if self.goal_conditioning != "none" and self.goal_dim < 1:
             raise ValueError(f"{name}: goal conditioning needs goal_dim >= 1")
         if not 0.0 <= self.dropout < 1.0:
