@@ -392,6 +392,31 @@ def test_dropout_zeroes_a_fraction_p_scales_the_rest_and_is_off_in_eval():
     for a, b in ((0, 1), (1, 2), (2, 3), (3, 0)):
         assert abs((dropped[:, a] & dropped[:, b]).float().mean().item() - 0.25**2) < 0.005
     assert not torch.equal(drop(torch.ones(1000)), drop(torch.ones(1000)))
+    assert drop(torch.ones(10, dtype=torch.bfloat16)).dtype == torch.bfloat16  # no float32 mask promotion
+
+
+def test_cpu_training_attention_equals_the_fused_kernel_and_stays_causal():
+    """CPU training takes an explicit bmm-softmax-bmm attention (faster there); its values and
+    gradients equal scaled_dot_product_attention's, and with dropout no query sees a later key."""
+    from vqbet.gpt import CausalSelfAttention
+
+    torch.manual_seed(0)
+    attention = CausalSelfAttention(24, 4, dropout=0.0).train()
+    x = torch.randn(3, 7, 24, requires_grad=True)
+    y = attention(x)
+    b, t, c = x.shape
+    q, k, v = (z.view(b, t, 4, 6).transpose(1, 2) for z in attention.qkv(x).split(c, dim=2))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    ref = attention.proj(ref.transpose(1, 2).reshape(b, t, c))
+    torch.testing.assert_close(y, ref)
+    (grad,) = torch.autograd.grad(y.square().sum(), x)
+    (ref_grad,) = torch.autograd.grad(ref.square().sum(), x)
+    torch.testing.assert_close(grad, ref_grad)
+
+    attention = CausalSelfAttention(24, 4, dropout=0.5).train()
+    x = torch.randn(2, 7, 24, requires_grad=True)
+    (grad,) = torch.autograd.grad(attention(x)[:, 3].sum(), x)
+    assert grad[:, 4:].abs().max() == 0 and grad[:, :4].abs().min() > 0
 
 
 def test_the_tokenizer_records_the_frame_it_was_fitted_in(tmp_path):

@@ -3,6 +3,8 @@ learned positions, `scaled_dot_product_attention`). Reads top to bottom, smalles
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,7 +24,15 @@ class Dropout(nn.Dropout):
         bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
         lanes = bits.view(torch.int16)[:n].view(x.shape)  # uniform on [-32768, 32767]
         keep = lanes >= (round(self.p * 65536) - 32768)
-        return x * (keep * (1.0 / (1.0 - self.p)))
+        # Masked first, scaled by a Python float after: a bf16 x stays bf16 (a float32 mask would
+        # promote it) and the 1 / (1 - p) scale is not rounded to bf16 (a 0.2% bias at p = 0.1).
+        return (x * keep).mul_(1.0 / (1.0 - self.p))
+
+
+@functools.lru_cache(maxsize=16)
+def _causal_bias_keys_first(t: int, device: torch.device) -> Tensor:
+    """(T keys, T queries) float32: 0 where the key is not after the query, -inf where it is."""
+    return torch.full((t, t), float("-inf"), device=device).tril(-1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -34,6 +44,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(n_embd, 3 * n_embd)
         self.proj = nn.Linear(n_embd, n_embd)
         self.dropout = dropout
+        self.attn_drop = Dropout(dropout)
         self.resid_drop = Dropout(dropout)
 
     def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
@@ -45,11 +56,31 @@ class CausalSelfAttention(nn.Module):
         if last_only:
             # The last query may attend to every key, so no causal mask is needed.
             q, t = q[:, :, -1:], 1
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=not last_only, dropout_p=self.dropout if self.training else 0.0
-        )
+        if self.training and torch.is_grad_enabled() and not x.is_cuda and not last_only:
+            y = self._explicit_attention(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=not last_only, dropout_p=self.dropout if self.training else 0.0
+            )
         y = y.transpose(1, 2).contiguous().view(b, t, c)
         return self.resid_drop(self.proj(y))
+
+    def _explicit_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Causal attention (B, nh, T, hs) x3 -> (B, nh, T, hs) as bmm, softmax, bmm. For training on
+        CPU at these short windows (T <= ~10) this is 1.5-4x faster than scaled_dot_product_attention
+        forward + backward (its fused CPU kernel's backward; with dropout, its math path's bernoulli_
+        mask and safe-softmax checks); acting (no grad) keeps the fused kernel, faster there. Scores
+        are laid out keys first, (B nh, T keys, T queries): the CPU softmax over a dimension that
+        is not the innermost vectorises across queries, 2-4x faster than over 10 innermost keys."""
+        b, nh, t, hs = q.shape
+        scores = torch.baddbmm(
+            _causal_bias_keys_first(t, q.device).expand(b * nh, t, t),
+            k.reshape(b * nh, t, hs),
+            q.reshape(b * nh, t, hs).transpose(1, 2),
+            alpha=hs**-0.5,
+        )
+        weights = self.attn_drop(F.softmax(scores, dim=1, dtype=torch.float32))
+        return torch.bmm(weights.to(v.dtype).transpose(1, 2), v.reshape(b * nh, t, hs)).view(b, nh, t, hs)
 
 
 class MLP(nn.Module):
