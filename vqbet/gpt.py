@@ -1,9 +1,8 @@
 """A small causal transformer over continuous tokens (nanoGPT-shaped: pre-LayerNorm, GELU MLP,
-learned positions, `scaled_dot_product_attention`). Reads top to bottom, smallest part first."""
+learned positions, `scaled_dot_product_attention`; an explicit attention when training on CPU).
+Reads top to bottom, smallest part first."""
 
 from __future__ import annotations
-
-import functools
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +26,6 @@ class Dropout(nn.Dropout):
         # Masked first, scaled by a Python float after: a bf16 x stays bf16 (a float32 mask would
         # promote it) and the 1 / (1 - p) scale is not rounded to bf16 (a 0.2% bias at p = 0.1).
         return (x * keep).mul_(1.0 / (1.0 - self.p))
-
-
-@functools.lru_cache(maxsize=16)
-def _causal_bias_keys_first(t: int, device: torch.device) -> Tensor:
-    """(T keys, T queries) float32: 0 where the key is not after the query, -inf where it is."""
-    return torch.full((t, t), float("-inf"), device=device).tril(-1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -73,8 +66,9 @@ class CausalSelfAttention(nn.Module):
         are laid out keys first, (B nh, T keys, T queries): the CPU softmax over a dimension that
         is not the innermost vectorises across queries, 2-4x faster than over 10 innermost keys."""
         b, nh, t, hs = q.shape
+        bias = torch.full((t, t), float("-inf"), device=q.device).tril(-1)  # -inf: key after query
         scores = torch.baddbmm(
-            _causal_bias_keys_first(t, q.device).expand(b * nh, t, t),
+            bias.expand(b * nh, t, t),
             k.reshape(b * nh, t, hs),
             q.reshape(b * nh, t, hs).transpose(1, 2),
             alpha=hs**-0.5,

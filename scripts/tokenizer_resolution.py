@@ -1,0 +1,75 @@
+"""How much of a dataset's action-chunk variance each discretiser leaves for the offset head
+(vqbet.resolution): k-means bins (BeT) against residual codes (VQ-BeT), per chunk length, fitted on
+most episodes and measured on held-out ones.
+
+    python scripts/tokenizer_resolution.py datasets/kitchen_dart.hdf5 --chunks 1 5 10 \
+        --discretisers bins64 bins256 rvq16x2 rvq16x4 rvq64x2
+    python scripts/tokenizer_resolution.py datasets/pusht.hdf5 --relative-to 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from vqbet.acting import to_relative
+from vqbet.data import TrajectoryWindows, load_dataset, split_episodes
+from vqbet.resolution import Discretiser, resolution
+from vqbet.train import TokenizerFitConfig
+
+
+def chunks_of(
+    data, episodes: np.ndarray, chunk: int, relative_to: list[int], limit: int, seed: int
+) -> torch.Tensor:
+    """(N, chunk, A) the chunk at every step of `episodes` (at most `limit`, drawn at random), in
+    the policy's frame."""
+    windows = TrajectoryWindows(data, obs_window=1, action_chunk=chunk, episodes=episodes)
+    chunks = to_relative(windows.action_chunks(), windows.anchor_obs(), relative_to)
+    if chunks.shape[0] > limit:
+        chunks = chunks[np.random.default_rng(seed).choice(chunks.shape[0], limit, replace=False)]
+    return torch.from_numpy(np.ascontiguousarray(chunks, dtype=np.float32))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset", help="demonstrations in any format vqbet reads")
+    parser.add_argument("--chunks", type=int, nargs="+", default=[1, 5, 10], help="chunk lengths")
+    parser.add_argument("--discretisers", nargs="+", default=["bins64", "bins256", "rvq16x2", "rvq16x4"])
+    parser.add_argument("--relative-to", type=int, nargs="*", default=[], help="task.action_relative_to")
+    parser.add_argument("--steps", type=int, default=1500, help="RVQ fitting steps (the recipe's)")
+    parser.add_argument("--max-chunks", type=int, default=100_000, help="fitting chunks drawn at most")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="episodes held out")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    discretisers = [Discretiser.parse(s) for s in args.discretisers]
+    if min(args.chunks) < 1:
+        parser.error(f"--chunks must be >= 1, got {args.chunks}")
+
+    data = load_dataset(args.dataset)
+    train_eps, val_eps = split_episodes(data.num_episodes, args.val_fraction, seed=args.seed)
+    fit = TokenizerFitConfig(steps=args.steps)
+    print(
+        f"{args.dataset}: {data.num_episodes} episodes ({len(val_eps)} held out), action dim "
+        f"{data.action.shape[1]}; torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+    )
+    print("| chunk | discretiser | bits | variance left on held-out chunks | codes used | fit s |")
+    print("|---|---|---|---|---|---|")
+    for chunk in args.chunks:
+        train = chunks_of(data, train_eps, chunk, args.relative_to, args.max_chunks, args.seed)
+        held_out = chunks_of(data, val_eps, chunk, args.relative_to, args.max_chunks, args.seed)
+        for d in discretisers:
+            start = time.perf_counter()
+            r = resolution(d, train, held_out, fit=fit, seed=args.seed)
+            seconds = time.perf_counter() - start
+            print(
+                f"| {chunk} x {data.action.shape[1]} | {d.name} | {r['bits']:.0f} | "
+                f"{100 * r['residual']:.1f}% | {100 * r['used']:.0f}% | {seconds:.0f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
