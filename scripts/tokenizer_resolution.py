@@ -48,7 +48,12 @@ def main() -> None:
     if min(args.chunks) < 1:
         parser.error(f"--chunks must be >= 1, got {args.chunks}")
 
-    data = load_dataset(args.dataset)
+    try:
+        data = load_dataset(args.dataset)
+    except (OSError, ValueError, KeyError) as error:
+        parser.error(str(error))
+    if args.relative_to and max(args.relative_to) >= data.obs.shape[1]:
+        parser.error(f"--relative-to {args.relative_to}: the observations have {data.obs.shape[1]} values")
     train_eps, val_eps = split_episodes(data.num_episodes, args.val_fraction, seed=args.seed)
     fit = TokenizerFitConfig(steps=args.steps)
     print(

@@ -1,5 +1,7 @@
 """vqbet.resolution: discretiser specs and the held-out variance each leaves."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -47,3 +49,46 @@ def test_more_residual_layers_leave_less_variance():
 def test_mismatched_chunks_are_refused():
     with pytest.raises(ValueError, match=r"\(N, T, A\) alike"):
         resolution(Discretiser.parse("bins4"), torch.randn(10, 3, 2), torch.randn(10, 2, 2))
+
+
+def test_the_script_prints_a_row_per_chunk_and_discretiser_and_names_a_missing_file(
+    tmp_path, monkeypatch, capsys
+):
+    import importlib.util
+    import sys
+
+    import numpy as np
+
+    from vqbet.data import EpisodeData, write_hdf5
+
+    rng = np.random.default_rng(0)
+    episodes = [
+        {
+            "obs": rng.normal(size=(30, 3)).astype(np.float32),
+            "action": rng.normal(size=(30, 2)).astype(np.float32),
+        }
+        for _ in range(12)
+    ]
+    path = write_hdf5(tmp_path / "demos.hdf5", EpisodeData.from_episodes(episodes))
+    spec = importlib.util.spec_from_file_location(
+        "tokenizer_resolution", Path(__file__).resolve().parents[1] / "scripts" / "tokenizer_resolution.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    argv = ["x", str(path), "--chunks", "1", "3", "--discretisers", "bins4", "rvq4x2", "--steps", "20"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--relative-to", "0", "1"])
+    script.main()
+    rows = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| 1 x 2") or line.startswith("| 3 x 2")
+    ]
+    assert [row.split(" | ")[1] for row in rows] == ["bins4", "rvq4x2", "bins4", "rvq4x2"]
+    monkeypatch.setattr(sys, "argv", ["x", str(tmp_path / "missing.hdf5")])
+    with pytest.raises(SystemExit):
+        script.main()
+    assert "missing.hdf5 does not exist" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", [*argv, "--relative-to", "3"])
+    with pytest.raises(SystemExit):
+        script.main()
+    assert "the observations have 3 values" in capsys.readouterr().err
