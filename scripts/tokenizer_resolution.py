@@ -44,9 +44,14 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="episodes held out")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    discretisers = [Discretiser.parse(s) for s in args.discretisers]
+    try:
+        discretisers = [Discretiser.parse(s) for s in args.discretisers]
+    except ValueError as error:
+        parser.error(str(error))
     if min(args.chunks) < 1:
         parser.error(f"--chunks must be >= 1, got {args.chunks}")
+    if not 0.0 < args.val_fraction < 1.0:
+        parser.error(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
 
     try:
         data = load_dataset(args.dataset)

@@ -49,6 +49,8 @@ def test_more_residual_layers_leave_less_variance():
 def test_mismatched_chunks_are_refused():
     with pytest.raises(ValueError, match=r"\(N, T, A\) alike"):
         resolution(Discretiser.parse("bins4"), torch.randn(10, 3, 2), torch.randn(10, 2, 2))
+    with pytest.raises(ValueError, match="N >= 2"):
+        resolution(Discretiser.parse("bins4"), torch.randn(10, 3, 2), torch.randn(0, 3, 2))
 
 
 def test_the_script_prints_a_row_per_chunk_and_discretiser_and_names_a_missing_file(
@@ -92,3 +94,7 @@ def test_the_script_prints_a_row_per_chunk_and_discretiser_and_names_a_missing_f
     with pytest.raises(SystemExit):
         script.main()
     assert "the observations have 3 values" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", [*argv[:6], "kmeans64"])
+    with pytest.raises(SystemExit):
+        script.main()
+    assert "discretiser 'kmeans64'" in capsys.readouterr().err

@@ -88,14 +88,13 @@ def held_out_residual(tokenizer: ChunkTokenizer, chunks: Tensor, batch: int = 81
     normalised units (per element; with mean-std normalisation, the share of variance left) and
     the share of codes of each layer used."""
     tokenizer.eval()
-    sq, used = 0.0, None
+    sq, used = 0.0, torch.zeros(tokenizer.num_layers, tokenizer.codebook_size, dtype=torch.bool)
     for start in range(0, chunks.shape[0], batch):
         x = tokenizer.normalizer.normalize(chunks[start : start + batch])
         codes = tokenizer.encode_normalized(x)
         sq += (tokenizer.decode_normalized(codes) - x).square().sum().item()
         seen = torch.stack([torch.bincount(c, minlength=tokenizer.codebook_size) > 0 for c in codes.T])
-        used = seen if used is None else used | seen
-    assert used is not None
+        used |= seen
     return {"residual": sq / chunks.numel(), "used": used.float().mean().item()}
 
 
@@ -110,9 +109,10 @@ def resolution(
 ) -> dict[str, float]:
     """Fit `d` on `train` chunks (N, T, A) raw and measure it on `held_out` (M, T, A): residual
     (share of variance left), used (share of codes used), bits."""
-    if train.ndim != 3 or held_out.shape[1:] != train.shape[1:]:
+    if train.ndim != 3 or held_out.shape[1:] != train.shape[1:] or min(len(train), len(held_out)) < 2:
         raise ValueError(
-            f"chunks must be (N, T, A) alike, got {tuple(train.shape)} and {tuple(held_out.shape)}"
+            f"chunks must be (N, T, A) alike with N >= 2, got {tuple(train.shape)} and "
+            f"{tuple(held_out.shape)}"
         )
     torch.manual_seed(seed)
     tokenizer = make_tokenizer(d, train.shape[2], train.shape[1], rvq)
