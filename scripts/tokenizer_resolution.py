@@ -39,7 +39,8 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, nargs="+", default=[1, 5, 10], help="chunk lengths")
     parser.add_argument("--discretisers", nargs="+", default=["bins64", "bins256", "rvq16x2", "rvq16x4"])
     parser.add_argument("--relative-to", type=int, nargs="*", default=[], help="task.action_relative_to")
-    parser.add_argument("--steps", type=int, default=1500, help="RVQ fitting steps (the recipe's)")
+    parser.add_argument("--steps", type=int, default=1500, help="RVQ fitting steps (configs/tokenizer)")
+    parser.add_argument("--batch-size", type=int, default=512, help="RVQ fitting batch (configs/tokenizer)")
     parser.add_argument("--max-chunks", type=int, default=100_000, help="fitting chunks drawn at most")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="episodes held out")
     parser.add_argument("--seed", type=int, default=0)
@@ -60,7 +61,7 @@ def main() -> None:
     if args.relative_to and max(args.relative_to) >= data.obs.shape[1]:
         parser.error(f"--relative-to {args.relative_to}: the observations have {data.obs.shape[1]} values")
     train_eps, val_eps = split_episodes(data.num_episodes, args.val_fraction, seed=args.seed)
-    fit = TokenizerFitConfig(steps=args.steps)
+    fit = TokenizerFitConfig(steps=args.steps, batch_size=args.batch_size)
     print(
         f"{args.dataset}: {data.num_episodes} episodes ({len(val_eps)} held out), action dim "
         f"{data.action.shape[1]}; torch {torch.__version__}, {torch.get_num_threads()} threads\n"
