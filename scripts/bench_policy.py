@@ -245,10 +245,10 @@ def precision_rows(steps: int, device: torch.device, official: str | None) -> No
 
 
 def baseline_rows(baseline: str, steps: int) -> None:
-    """The default config's training step here against an earlier checkout of this repository
-    (`baseline`), each in a process of its own, in alternating pairs: at each side's main-job
-    precision (the earlier code trained float32 on CPU unless its train.amp covered the CPU) and
-    both in float32 (the code alone)."""
+    """Our training step against an earlier checkout of this repository (`baseline`), each in a
+    process of its own, in alternating pairs. The default config at each side's main-job precision
+    (the earlier code trained float32 on CPU unless its train.amp covered the CPU), both in float32
+    and both in bf16 (the code alone); the Kitchen shape both in bf16 where the checkout has it."""
     import subprocess
 
     here = Path(__file__).resolve().parents[1]
@@ -257,19 +257,30 @@ def baseline_rows(baseline: str, steps: int) -> None:
         ["git", "-C", baseline, "log", "-1", "--format=%h %cs"], capture_output=True, text=True
     ).stdout.strip()
     print(
-        f"\n| default config, batch 256, this run | baseline {baseline} ({commit or 'not a git checkout'}) "
+        f"\n| batch 256, this run | baseline {baseline} ({commit or 'not a git checkout'}) "
         "samples/s | ours samples/s | ours / baseline (median of 3 pairs) |\n|---|---|---|---|"
     )
     ours_amp = native_bf16(torch.device("cpu"))
-    for label, theirs_amp, mine_amp in (
-        (f"main job (baseline float32, ours {'bf16' if ours_amp else 'float32'})", False, ours_amp),
-        ("both float32", False, False),
+    for label, config, theirs_amp, mine_amp in (
+        (
+            f"default, main job (baseline float32, ours {'bf16' if ours_amp else 'float32'})",
+            "default",
+            False,
+            ours_amp,
+        ),
+        ("default, both float32", "default", False, False),
+        ("default, both bf16 autocast", "default", True, True),
+        ("Kitchen shape, both bf16 autocast", "VQ-BeT Kitchen", True, True),
     ):
-        theirs, mine, ratio = alternating_pairs(
-            lambda a=theirs_amp: checkout_samples_per_s(baseline, 256, steps, threads, a),
-            lambda a=mine_amp: checkout_samples_per_s(here, 256, steps, threads, a),
-            pairs=3,
-        )
+        try:
+            theirs, mine, ratio = alternating_pairs(
+                lambda c=config, a=theirs_amp: checkout_samples_per_s(baseline, 256, steps, threads, a, c),
+                lambda c=config, a=mine_amp: checkout_samples_per_s(here, 256, steps, threads, a, c),
+                pairs=3,
+            )
+        except RuntimeError as error:  # an older checkout without this config
+            print(f"| {label} | - | - | not measured: {str(error).strip().splitlines()[-1]} |", flush=True)
+            continue
         print(f"| {label} | {theirs:,.0f} | {mine:,.0f} | {ratio:.2f}x |", flush=True)
 
 

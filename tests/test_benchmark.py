@@ -37,3 +37,5 @@ def test_a_checkout_is_measured_in_its_own_process_and_failures_are_named(tmp_pa
     (broken / "vqbet" / "benchmark.py").write_text("raise ImportError('this checkout is broken')\n")
     with pytest.raises(RuntimeError, match=r"(?s)vqbet checkout .*broken.*this checkout is broken"):
         checkout_samples_per_s(broken, batch=4, steps=1, threads=1, amp=False)
+    with pytest.raises(RuntimeError, match="has no benchmark config 'no such config'"):
+        checkout_samples_per_s(ROOT, batch=4, steps=1, threads=1, amp=False, config="no such config")

@@ -138,27 +138,41 @@ import sys
 from pathlib import Path
 import torch
 from vqbet import benchmark
-repo, threads, batch, steps, amp = Path(sys.argv[1]).resolve(), *map(int, sys.argv[2:])
+repo, prefix = Path(sys.argv[1]).resolve(), sys.argv[2]
+threads, batch, steps, amp = map(int, sys.argv[3:])
 if repo not in Path(benchmark.__file__).resolve().parents:
     sys.exit(f"vqbet was imported from {benchmark.__file__}, not from the checkout {repo}")
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-name = next(n for n in benchmark.CONFIGS if n.startswith("default"))
+name = next((n for n in benchmark.CONFIGS if n.startswith(prefix)), None)
+if name is None:
+    sys.exit(f"the checkout {repo} has no benchmark config {prefix!r}...: {list(benchmark.CONFIGS)}")
 policy = benchmark.make_policy(name)
 speed = benchmark.train_samples_per_s(policy, batch, steps, torch.device("cpu"), amp=bool(amp))
 print("samples_per_s", speed)
 """
 
 
-def checkout_samples_per_s(repo: str | os.PathLike, batch: int, steps: int, threads: int, amp: bool) -> float:
-    """Training samples/s of the default config in the vqbet checkout `repo` (this one, or an
-    earlier commit: `git worktree add /tmp/vqbet-before <commit>`), in a process of its own with
-    `repo` first on PYTHONPATH; float32, or bf16 autocast with `amp`."""
+def checkout_samples_per_s(
+    repo: str | os.PathLike, batch: int, steps: int, threads: int, amp: bool, config: str = "default"
+) -> float:
+    """Training samples/s of the config of CONFIGS whose name starts with `config` in the vqbet
+    checkout `repo` (this one, or an earlier commit: `git worktree add /tmp/vqbet-before <commit>`),
+    in a process of its own with `repo` first on PYTHONPATH; float32, or bf16 autocast with `amp`."""
     import sys
 
     if not (Path(repo) / "vqbet" / "benchmark.py").is_file():
         raise FileNotFoundError(f"{repo} is not a checkout of vqbet with a benchmark (no vqbet/benchmark.py)")
-    command = [sys.executable, "-c", _CHECKOUT_BENCHMARK, str(repo), str(threads), str(batch), str(steps)]
+    command = [
+        sys.executable,
+        "-c",
+        _CHECKOUT_BENCHMARK,
+        str(repo),
+        config,
+        str(threads),
+        str(batch),
+        str(steps),
+    ]
     # In `repo`: `python -c` puts the working folder first on sys.path, before PYTHONPATH.
     return _samples_per_s_in_process([*command, str(int(amp))], repo, f"vqbet checkout {repo}", cwd=repo)
 
