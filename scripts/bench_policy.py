@@ -394,8 +394,8 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         metavar="DIR",
-        help="an earlier checkout of this repository (git worktree add DIR <commit>): its default-config "
-        "training step against ours in this run",
+        help="an earlier checkout of this repository (git worktree add DIR <commit>): its training "
+        "steps (default config; Kitchen shape where it has it) against ours in this run",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
