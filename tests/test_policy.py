@@ -122,6 +122,24 @@ def test_queue_calls_model_every_ta_steps_and_ensemble_every_step(monkeypatch):
     assert len(calls) == 5
 
 
+def test_receding_horizon_plays_the_first_steps_of_each_chunk_then_predicts_again(monkeypatch):
+    policy = make_policy(execute_steps=2).eval()
+    chunks = []
+
+    def fake(obs_window, goal=None):
+        chunks.append(torch.randn(obs_window.shape[0], TA, 2))
+        return chunks[-1]
+
+    monkeypatch.setattr(policy, "predict_action_chunk", fake)
+    obs = np.zeros((3, 2), np.float32)
+    played = [policy.select_action(obs) for _ in range(6)]
+    assert len(chunks) == 3  # a new chunk every 2 steps, not every TA
+    for t, action in enumerate(played):
+        torch.testing.assert_close(action, chunks[t // 2][:, t % 2])
+    with pytest.raises(ValueError, match=r"execute_steps must be an integer in \[0, action_chunk=4\], got 5"):
+        make_policy(execute_steps=TA + 1)
+
+
 def test_acting_features_equal_the_last_step_of_the_full_pass():
     torch.manual_seed(0)
     policy = make_policy(n_layer=3).eval()

@@ -1,9 +1,10 @@
 """Acting from a chunk predictor: observation history, episode-start padding, open-loop queue or
-closed-loop temporal ensembling, per-environment resets for vector envs.
+receding horizon (the first `execute_steps` of each chunk), closed-loop temporal ensembling,
+per-environment resets for vector envs.
 
 vqbet.policies.Policy mixes this in and provides `predict_action_chunk(obs_window (B, To, D), goal)
--> (B, Ta, A)`, a `config` with obs_dim, action_dim, obs_window, action_chunk, execution and
-ensemble_decay, and at least one parameter (to know its device).
+-> (B, Ta, A)`, a `config` with obs_dim, action_dim, obs_window, action_chunk, execution,
+execute_steps and ensemble_decay, and at least one parameter (to know its device).
 
 Relative actions: with a config's `action_relative_to` (one observation index per action dim),
 a policy learns and predicts each chunk minus those observation features of the step the chunk
@@ -185,7 +186,7 @@ class ChunkActing:
         if self._queue is None:
             self._queue = torch.zeros(b, c.action_chunk, c.action_dim, device=fresh.device)
             self._queue_pos = torch.full((b,), c.action_chunk, dtype=torch.long, device=fresh.device)
-        need = fresh | (self._queue_pos >= c.action_chunk)
+        need = fresh | (self._queue_pos >= (c.execute_steps or c.action_chunk))
         n = int(need.sum())
         if n == b:
             self._queue = self.predict_action_chunk(self._window(), goal)

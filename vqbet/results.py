@@ -33,7 +33,7 @@ from vqbet.metrics import difference_interval, wilson_interval
 _NOT_METRICS = {"mean_length", "mean_success", "mean_unstable"}
 _SEED = re.compile(r"-seed(\d+)$")
 # Acting options that change what a rollout does, with the value a config that lacks one meant.
-_ACTING = {"temperature": None, "min_p": 0.0, "execution": None, "ensemble_decay": None}
+_ACTING = {"temperature": None, "min_p": 0.0, "execution": None, "execute_steps": 0, "ensemble_decay": None}
 
 
 def load_run(run: Path, eval_name: str | None) -> dict[str, Any] | None:
@@ -72,7 +72,10 @@ def _setting(run: Path, results: dict[str, Any]) -> str:
             raise SystemExit(f"{config}: not valid YAML ({err})") from None
     acting = {k: policy.get(k, default) for k, default in _ACTING.items()}
     acting.update(results.get("act") or {})
-    parts = [f"{k} {_as_float(v)}" for k, v in acting.items() if v is not None]
+    # execute_steps 0 (the whole chunk) is what every run did before the option existed: unsaid.
+    parts = [
+        f"{k} {_as_float(v)}" for k, v in acting.items() if v is not None and (k != "execute_steps" or v)
+    ]
     if results.get("eval_seed") is not None:
         parts.append(f"first seed {results['eval_seed']}")
     return ", ".join(parts)

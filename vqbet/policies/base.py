@@ -54,6 +54,9 @@ class PolicyConfig:
     execution: Literal["queue", "ensemble"] = "queue"
     """"queue": predict a chunk and play it out open loop; "ensemble": predict every step and average
     the overlapping chunk predictions."""
+    execute_steps: int = 0
+    """"queue": actions played from each chunk before the next is predicted (receding horizon, as
+    Diffusion Policy's n_action_steps); 0 plays the whole chunk (Ta)."""
     ensemble_decay: float = 0.0
     """Ensemble weights exp(-decay * k) for the prediction made k steps ago (0 = plain mean)."""
     obs_normalization: Literal["meanstd", "minmax"] = "meanstd"
@@ -73,6 +76,11 @@ class PolicyConfig:
             self.vision = config_from_dict(VisionConfig, self.vision, f"{type(self).__name__}.vision")
         check_literals(self)
         self.check_positive("obs_dim", "action_dim", "obs_window", "action_chunk")
+        if isinstance(self.execute_steps, bool) or not 0 <= self.execute_steps <= self.action_chunk:
+            raise ValueError(
+                f"{type(self).__name__}: execute_steps must be an integer in [0, action_chunk="
+                f"{self.action_chunk}], got {self.execute_steps!r}"
+            )
         if self.ensemble_decay < 0:
             raise ValueError(f"{type(self).__name__}: ensemble_decay must be >= 0, got {self.ensemble_decay}")
         self.action_relative_to = check_relative_to(
