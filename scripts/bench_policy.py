@@ -33,6 +33,7 @@ from vqbet.benchmark import (
     act_latency_ms,
     alternating_pairs,
     amp_speedup,
+    attention_speedup,
     call_ms,
     checkout_samples_per_s,
     image_pipeline_ms,
@@ -214,13 +215,19 @@ def precision_rows(steps: int, device: torch.device, official: str | None) -> No
         print("\nprecision: this CPU has no native bf16 (AVX512-BF16 or AMX), train.amp trains in float32")
     print(
         "\n| training precision, batch 256 | float32 samples/s | bf16 autocast samples/s "
-        "| bf16 / float32 (median of 3 pairs) | matmul share of a bf16 step |"
+        "| bf16 / float32 (median of 3 pairs) | matmul share of a bf16 step "
+        "| explicit attention / SDPA, float32 / bf16 (median of 3 pairs) |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for name in CONFIGS:
         fp32, bf16, ratio = amp_speedup(name, 256, steps, device)
         share = matmul_share(name, 256, max(3, steps // 5))
-        print(f"| {name} | {fp32:,.0f} | {bf16:,.0f} | {ratio:.2f}x | {100 * share:.0f}% |", flush=True)
+        attention = [attention_speedup(name, 256, steps, device, amp)[2] for amp in (False, True)]
+        print(
+            f"| {name} | {fp32:,.0f} | {bf16:,.0f} | {ratio:.2f}x | {100 * share:.0f}% "
+            f"| {attention[0]:.2f}x / {attention[1]:.2f}x |",
+            flush=True,
+        )
     kitchen = next(name for name in CONFIGS if "Kitchen" in name)
     if official is None:
         print(

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from vqbet.benchmark import alternating_pairs, checkout_samples_per_s
 
@@ -39,3 +40,32 @@ def test_a_checkout_is_measured_in_its_own_process_and_failures_are_named(tmp_pa
         checkout_samples_per_s(broken, batch=4, steps=1, threads=1, amp=False)
     with pytest.raises(RuntimeError, match="has no benchmark config 'no such config'"):
         checkout_samples_per_s(ROOT, batch=4, steps=1, threads=1, amp=False, config="no such config")
+
+
+def test_the_attention_a_b_runs_each_side_on_its_own_path_and_restores_the_switch(monkeypatch):
+    from vqbet import benchmark
+    from vqbet.gpt import CausalSelfAttention
+
+    original = CausalSelfAttention._explicit_attention
+    explicit_calls = []
+
+    def spy(self, q, k, v):
+        explicit_calls.append(CausalSelfAttention.explicit_cpu_training)
+        return original(self, q, k, v)
+
+    monkeypatch.setattr(CausalSelfAttention, "_explicit_attention", spy)
+    runs = []
+    measure = benchmark.train_samples_per_s
+
+    def counted(*args, **kwargs):
+        before = len(explicit_calls)
+        speed = measure(*args, **kwargs)
+        runs.append(len(explicit_calls) > before)
+        return speed
+
+    monkeypatch.setattr(benchmark, "train_samples_per_s", counted)
+    name = next(iter(benchmark.CONFIGS))
+    sdpa, explicit, ratio = benchmark.attention_speedup(name, 4, 1, torch.device("cpu"), amp=False, pairs=2)
+    assert runs == [False, True, False, True]  # SDPA first in each pair, then the explicit path
+    assert all(explicit_calls) and sdpa > 0 and explicit > 0 and ratio > 0
+    assert CausalSelfAttention.explicit_cpu_training is True

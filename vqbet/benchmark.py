@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vqbet.gpt import CausalSelfAttention
 from vqbet.policies import VQBeTConfig, VQBeTPolicy
 from vqbet.tokenizer import ActionTokenizer
 from vqbet.train import adamw
@@ -198,6 +199,24 @@ def amp_speedup(name: str, batch: int, steps: int, device: torch.device, pairs: 
     def samples_per_s(amp: bool) -> float:
         torch.manual_seed(0)
         return train_samples_per_s(make_policy(name), batch, steps, device, amp=amp)
+
+    return alternating_pairs(lambda: samples_per_s(False), lambda: samples_per_s(True), pairs)
+
+
+def attention_speedup(
+    name: str, batch: int, steps: int, device: torch.device, amp: bool, pairs: int = 3
+) -> tuple:
+    """(SDPA samples/s, explicit-attention samples/s, speed-up) of training config `name` (bf16
+    autocast with `amp`) in alternating pairs, in this process: the CPU training attention of
+    vqbet.gpt against scaled_dot_product_attention, everything else the same."""
+
+    def samples_per_s(explicit: bool) -> float:
+        CausalSelfAttention.explicit_cpu_training = explicit
+        try:
+            torch.manual_seed(0)
+            return train_samples_per_s(make_policy(name), batch, steps, device, amp=amp)
+        finally:
+            CausalSelfAttention.explicit_cpu_training = True
 
     return alternating_pairs(lambda: samples_per_s(False), lambda: samples_per_s(True), pairs)
 

@@ -4,6 +4,8 @@ Reads top to bottom, smallest part first."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,6 +31,10 @@ class Dropout(nn.Dropout):
 
 
 class CausalSelfAttention(nn.Module):
+    explicit_cpu_training: ClassVar[bool] = True
+    """Train on CPU with `_explicit_attention` (else scaled_dot_product_attention everywhere): a
+    switch for the benchmark's paired A/B (vqbet.benchmark.attention_speedup)."""
+
     def __init__(self, n_embd: int, n_head: int, dropout: float) -> None:
         super().__init__()
         if n_embd % n_head != 0:
@@ -49,7 +55,8 @@ class CausalSelfAttention(nn.Module):
         if last_only:
             # The last query may attend to every key, so no causal mask is needed.
             q, t = q[:, :, -1:], 1
-        if self.training and torch.is_grad_enabled() and not x.is_cuda and not last_only:
+        explicit = self.explicit_cpu_training and self.training and torch.is_grad_enabled()
+        if explicit and not x.is_cuda and not last_only:
             y = self._explicit_attention(q, k, v)
         else:
             y = F.scaled_dot_product_attention(
