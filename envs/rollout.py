@@ -28,11 +28,13 @@ def expert_episode(
     the errors a learnt policy makes. The noise has its own generator, seeded by `seed`.
 
     An env observing cameras (obs_mode "pixels" / "pixels+agent", a dict) records its "state"
-    entry (empty for "pixels") as obs and every camera's frames; the expert acts on the full
-    state (`state_vector()`) either way. `images` also records `env.render()` as camera "image".
+    entry (empty for "pixels") as obs, every camera's frames, and the full state the expert acts
+    on (`state_vector()`) as "env_state", a training target for image encoders. `images` also
+    records `env.render()` as camera "image".
 
     Returns {"obs": (T, D) float32, "action": (T, A) float32, "images": {camera: (T, H, W, 3)
-    uint8}, "success": bool, "order": tuple, "mode": tuple, "length": T, "info": final info}.
+    uint8}, "env_state": (T, S) float32 or None (state observations), "success": bool, "order":
+    tuple, "mode": tuple, "length": T, "info": final info}.
     """
     check_perturbation(perturb, perturb_hold)
     obs, info = env.reset(seed=seed)
@@ -41,7 +43,7 @@ def expert_episode(
     noise_rng = np.random.default_rng([seed, 0xDA27])
     low, high = env.action_space.low, env.action_space.high
     offset = np.zeros(env.action_space.shape, dtype=np.float32)
-    observations, actions = [], []
+    observations, actions, env_states = [], [], []
     frames: dict[str, list[np.ndarray]] = {}
     while True:
         state = obs
@@ -50,6 +52,7 @@ def expert_episode(
             for camera in obs.keys() - {"state"}:
                 frames.setdefault(camera, []).append(obs[camera])
             obs = env.unwrapped.state_vector()
+            env_states.append(np.asarray(obs, dtype=np.float32))
         action = np.asarray(expert.act(obs), dtype=np.float32)
         observations.append(np.asarray(state, dtype=np.float32))
         actions.append(action)
@@ -71,5 +74,6 @@ def expert_episode(
         "length": len(actions),
         "info": info,
         "images": {camera: np.stack(f).astype(np.uint8) for camera, f in frames.items()},
+        "env_state": np.stack(env_states) if env_states else None,
     }
     return episode

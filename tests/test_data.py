@@ -109,6 +109,29 @@ def test_hdf5_round_trip_is_exact(tmp_path):
     assert all(np.array_equal(loaded.images[c], data.images[c]) for c in ("top", "side"))
 
 
+def test_env_state_round_trips_and_windows_carry_it_at_the_obs_steps(tmp_path):
+    data = random_data()
+    env_state = np.random.default_rng(1).normal(size=(data.num_steps, 5)).astype(np.float32)
+    data = EpisodeData(data.obs, data.action, data.episode_ends, attrs=data.attrs, env_state=env_state)
+    back = read_hdf5(write_hdf5(tmp_path / "d.hdf5", data))
+    assert np.array_equal(back.env_state, env_state)
+    assert read_hdf5(write_hdf5(tmp_path / "plain.hdf5", random_data())).env_state is None
+    windows = TrajectoryWindows(back, 3, 2)
+    for i in (0, 7, len(windows) - 1):
+        assert np.array_equal(windows[i]["env_state"].numpy(), env_state[windows.indices(i)[0]])
+    assert "env_state" not in TrajectoryWindows(random_data(), 3, 2)[0]
+    with pytest.raises(ValueError, match=r"'obs' has \d+ steps but 'env_state' has 4: lengths must match"):
+        EpisodeData(data.obs, data.action, data.episode_ends, env_state=env_state[:4])
+    with pytest.raises(ValueError, match="'env_state' holds NaN or inf"):
+        EpisodeData(data.obs, data.action, data.episode_ends, env_state=env_state * np.nan)
+    with (
+        pytest.raises(ValueError, match="lacks env_state, the first had it"),
+        HDF5Writer(tmp_path / "e.hdf5") as w,
+    ):
+        w.append({"obs": data.obs[:5], "action": data.action[:5], "env_state": env_state[:5]})
+        w.append({"obs": data.obs[:5], "action": data.action[:5]})
+
+
 def test_the_writer_streams_episodes_into_the_file_that_write_hdf5_writes(tmp_path):
     data = random_data(images=True)
     with HDF5Writer(tmp_path / "s.hdf5") as writer:
@@ -139,6 +162,7 @@ def test_the_writer_refuses_mismatched_episodes_and_leaves_no_file(tmp_path):
         ),
         ({**first, "obs": data.obs[:5, :2]}, r"'obs' has shape \(5, 2\), expected \(5, 3\)"),
         ({**first, "action": data.action[:4]}, r"'action' has shape \(4, 2\), expected \(5, 2\)"),
+        ({**first, "env_state": data.obs[:5]}, "episode 1 has env_state, the first did not"),
     ]
     for bad, message in cases:
         with pytest.raises(ValueError, match=message), HDF5Writer(tmp_path / "d.hdf5") as writer:

@@ -147,7 +147,11 @@ def test_an_env_observes_two_cameras_and_the_expert_records_them():
     # the frames move with the task: the first and last differ where the T was pushed
     assert np.abs(episode["images"]["top"][0].astype(int) - episode["images"]["top"][-1]).mean() > 1
     state = gym.make("vqbet/PushT-v0")
-    assert np.array_equal(expert_episode(state, seed=0)["action"], episode["action"])  # same expert
+    from_state = expert_episode(state, seed=0)
+    assert np.array_equal(from_state["action"], episode["action"])  # same expert
+    # the full state the expert acted on is kept as env_state: what the state env observed
+    assert episode["env_state"].shape == (n, 6) and from_state["env_state"] is None
+    np.testing.assert_array_equal(episode["env_state"], from_state["obs"])
     with pytest.raises(ValueError, match="obs_mode must be one of"):
         gym.make("vqbet/PushT-v0", obs_mode="rgb")
     with pytest.raises(ValueError, match=r"cameras must be distinct names out of \['side', 'top'\]"):
@@ -177,6 +181,7 @@ def test_pixel_pusht_smoke_run_trains_and_evaluates_from_pixels(tmp_path):
     stored = read_hdf5(data)
     assert list(stored.images) == ["top"] and stored.images["top"].shape[1:] == (96, 96, 3)
     assert stored.obs.shape[1] == 2 and stored.attrs["env_kwargs"]["obs_mode"] == "pixels+agent"
+    assert stored.env_state.shape == (stored.num_steps, 6)
     meta = json.loads((run / "checkpoints" / "best" / "config.json").read_text())
     assert meta["policy"]["vision"]["cameras"] == ["top"]
     results = json.loads((run / "results.json").read_text())
@@ -229,3 +234,78 @@ def test_the_resnet18_encoder_uses_groupnorm_or_names_its_extra(tmp_path):
     assert out.shape == (2, 3, 8)
     with pytest.raises(FileNotFoundError, match="is not a file"):
         ImageEncoders(VisionConfig(**{**config.__dict__, "weights": str(tmp_path / "none.pt")}))
+
+
+def env_state_data() -> EpisodeData:
+    """pixel_data plus an env_state: the state and a function of it the frames show."""
+    data = pixel_data()
+    env_state = np.concatenate([data.obs, np.sin(3 * data.obs)], axis=1).astype(np.float32)
+    return EpisodeData(data.obs, data.action, data.episode_ends, images=data.images, env_state=env_state)
+
+
+def test_the_env_state_head_adds_its_weighted_loss_and_trains_the_encoders(tmp_path):
+    data = env_state_data()
+    windows = TrajectoryWindows(data, obs_window=3, action_chunk=TA, cameras=CAMERAS)
+    batch = next(iter(torch.utils.data.DataLoader(windows, batch_size=16)))
+    assert batch["env_state"].shape == (16, 3, 4)
+    window = windows[5]
+    obs_steps = windows.indices(5)[0]
+    assert torch.equal(window["env_state"], torch.from_numpy(data.env_state[obs_steps]))
+
+    policies = {}
+    for weight in (0.0, 2.0):
+        policies[weight] = vqbet_policy(env_state_weight=weight, env_state_dim=4)
+        policies[weight].fit_statistics(windows, progress=False)
+        policies[weight].freeze_statistics()
+        policies[weight].train()
+    policy = policies[2.0]
+    policies[0.0].load_state_dict(policy.state_dict(), strict=False)  # the same weights but the head
+    losses = {}
+    for weight, each in policies.items():
+        torch.manual_seed(1)  # the same crops and dropout for both
+        losses[weight] = each(batch)
+    (plain, _), (with_head, metrics) = losses[0.0], losses[2.0]
+    torch.testing.assert_close(with_head, plain + 2.0 * metrics["env_state_loss"], rtol=1e-5, atol=1e-5)
+    assert metrics["loss"] == pytest.approx(with_head.item())
+    assert bool(policy.env_state_normalizer.fitted) and policy.env_state_normalizer.shift.shape == (4,)
+
+    # the head's loss alone trains the image encoders (and falls)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        _, metrics = policy(batch)
+        env_state_loss = policy.with_env_state_loss(torch.zeros(()), policy.observe(batch["obs"]), batch, {})
+        optimizer.zero_grad()
+        env_state_loss.backward()
+        first = first if first is not None else env_state_loss.item()
+        optimizer.step()
+    grads = [p.grad for p in policy.image_encoders.encoders["top"].parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert env_state_loss.item() < 0.5 * first
+
+    loaded = load_policy(policy.save_pretrained(tmp_path / "p"))  # the head and its statistics load
+    torch.testing.assert_close(loaded.env_state_head.weight, policy.env_state_head.weight)
+    torch.testing.assert_close(loaded.env_state_normalizer.scale, policy.env_state_normalizer.scale)
+
+
+def test_the_env_state_head_names_what_is_missing():
+    policy = vqbet_policy(env_state_weight=1.0, env_state_dim=4)
+    no_state = TrajectoryWindows(pixel_data(), obs_window=3, action_chunk=TA, cameras=CAMERAS)
+    with pytest.raises(
+        ValueError,
+        match=r"env_state_weight > 0 needs the dataset's env_state \(4 values per step\), found none",
+    ):
+        policy.fit_statistics(no_state, progress=False)
+    other = vqbet_policy(env_state_weight=1.0, env_state_dim=3)
+    windows = TrajectoryWindows(env_state_data(), obs_window=3, action_chunk=TA, cameras=CAMERAS)
+    with pytest.raises(ValueError, match=r"\(3 values per step\), found 4 values per step"):
+        other.fit_statistics(windows, progress=False)
+    policy.fit_statistics(windows, progress=False)
+    batch = next(iter(torch.utils.data.DataLoader(windows, batch_size=4)))
+    del batch["env_state"]
+    with pytest.raises(ValueError, match="the batch needs 'env_state'"):
+        policy(batch)
+    with pytest.raises(
+        ValueError, match=r"env_state_weight must be >= 0, and > 0 needs env_state_dim >= 1, got 1.0 and 0"
+    ):
+        VisionConfig(cameras=["top"], env_state_weight=1.0)

@@ -53,6 +53,13 @@ class VisionConfig:
     """One encoder for all cameras (else one per camera)."""
     weights: str = ""
     """For "resnet18": a local file of torchvision ResNet-18 weights to start from ("" = random)."""
+    env_state_weight: float = 0.0
+    """> 0: a linear head learns to predict the dataset's `env_state` (the simulator's full state,
+    normalised; e.g. PushT's T pose) at every window step from the camera features, and its MSE
+    times this weight joins the training loss: a direct signal for the encoder to find the objects.
+    Training only: acting never needs the env state. The dataset must hold env_state."""
+    env_state_dim: int = 0
+    """S, the size of env_state (the training pipeline sets it from the dataset)."""
 
     def __post_init__(self) -> None:
         self.cameras = [str(c) for c in self.cameras]
@@ -71,6 +78,11 @@ class VisionConfig:
             raise ValueError(f"vision.encoder must be conv or resnet18, got {self.encoder!r}")
         if self.features < 1:
             raise ValueError(f"vision.features must be >= 1, got {self.features}")
+        if self.env_state_weight < 0 or (self.env_state_weight > 0 and self.env_state_dim < 1):
+            raise ValueError(
+                f"vision.env_state_weight must be >= 0, and > 0 needs env_state_dim >= 1, got "
+                f"{self.env_state_weight} and {self.env_state_dim}"
+            )
         if isinstance(self.downsample, bool) or not isinstance(self.downsample, int) or self.downsample < 1:
             raise ValueError(f"vision.downsample must be an integer >= 1, got {self.downsample!r}")
         if any(c % self.downsample or c // self.downsample < 4 for c in self.crop):

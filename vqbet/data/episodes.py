@@ -18,7 +18,9 @@ class EpisodeData:
     frames (arrays, lazily read HDF5 datasets or video frames); `image` is the camera named "image"
     (the one camera of the formats that read one). attrs holds metadata (task id, expert, seeds,
     versions, ...). obs is the state part of an observation; a policy with cameras sees
-    {"state": obs, <camera>: frames}.
+    {"state": obs, <camera>: frames}. env_state (N, S) float, optional: the simulator's full state
+    at each step (what obs_mode="state" observes), kept beside camera observations as a training
+    target (vision.env_state_weight), never a policy input.
     """
 
     obs: np.ndarray
@@ -27,6 +29,7 @@ class EpisodeData:
     images: dict[str, Any] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
+    env_state: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.episode_ends = np.asarray(self.episode_ends, dtype=np.int64)
@@ -59,14 +62,13 @@ class EpisodeData:
         return np.concatenate([[0], self.episode_ends[:-1]]).astype(np.int64)
 
     def content_hash(self) -> str:
-        """sha256 of obs, action and episode_ends (as float32 / int64): the same demonstrations
-        give the same hash whatever file layout held them."""
+        """sha256 of obs, action, episode_ends (as float32 / int64) and env_state where there is
+        one: the same demonstrations give the same hash whatever file layout held them."""
         digest = hashlib.sha256()
-        for array, dtype in (
-            (self.obs, np.float32),
-            (self.action, np.float32),
-            (self.episode_ends, np.int64),
-        ):
+        arrays = [(self.obs, np.float32), (self.action, np.float32), (self.episode_ends, np.int64)]
+        if self.env_state is not None:
+            arrays.append((self.env_state, np.float32))
+        for array, dtype in arrays:
             digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
         return digest.hexdigest()
 
@@ -79,8 +81,8 @@ class EpisodeData:
     def from_episodes(
         episodes: list[dict[str, np.ndarray]], attrs: dict[str, Any] | None = None
     ) -> EpisodeData:
-        """Concatenate a list of {"obs": (T, D), "action": (T, A)[, "images": {camera: (T, H, W, 3)}]}
-        (a camera is kept when every episode has it)."""
+        """Concatenate a list of {"obs": (T, D), "action": (T, A)[, "images": {camera: (T, H, W, 3)}]
+        [, "env_state": (T, S)]} (a camera, or env_state, is kept when every episode has it)."""
         if not episodes:
             raise ValueError("from_episodes: no episodes given")
         lengths = [len(e["obs"]) for e in episodes]
@@ -95,14 +97,21 @@ class EpisodeData:
             episode_ends=np.cumsum(lengths),
             images=images,
             attrs=dict(attrs or {}),
+            env_state=(
+                np.concatenate([e["env_state"] for e in episodes]).astype(np.float32)
+                if all(e.get("env_state") is not None for e in episodes)
+                else None
+            ),
         )
 
 
 def validate(data: EpisodeData) -> None:
     """Raise ValueError naming the source and key for any inconsistency."""
     src = data.source
-    for key in ("obs", "action"):
+    for key in ("obs", "action", "env_state"):
         array = getattr(data, key)
+        if array is None and key == "env_state":
+            continue
         if array.ndim != 2:
             raise ValueError(f"{src}: '{key}' must be 2-D (steps, features), got shape {array.shape}")
         if not np.issubdtype(array.dtype, np.floating):
@@ -111,10 +120,12 @@ def validate(data: EpisodeData) -> None:
             bad = np.argwhere(~np.isfinite(array))[0]
             raise ValueError(f"{src}: '{key}' holds NaN or inf (first at row {bad[0]})")
     n = data.obs.shape[0]
-    if data.action.shape[0] != n:
-        raise ValueError(
-            f"{src}: 'obs' has {n} steps but 'action' has {data.action.shape[0]}: lengths must match"
-        )
+    for key in ("action", "env_state"):
+        array = getattr(data, key)
+        if array is not None and array.shape[0] != n:
+            raise ValueError(
+                f"{src}: 'obs' has {n} steps but '{key}' has {array.shape[0]}: lengths must match"
+            )
     ends = data.episode_ends
     if ends.ndim != 1 or ends.shape[0] == 0:
         raise ValueError(f"{src}: 'episode_ends' must list at least one episode, got shape {ends.shape}")

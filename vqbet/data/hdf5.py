@@ -4,6 +4,8 @@ Layout (all at the root):
     obs           (N, D) float32   observation of every step, episodes concatenated
     action        (N, A) float32   action taken at that step
     episode_ends  (E,)   int64     exclusive end index of each episode (last == N)
+    env_state     (N, S) float32   optional: the simulator's full state at each step (collections
+                  from cameras keep it as a training target; see EpisodeData)
     images/<cam>  (N, H, W, 3) uint8 per camera, optional, one frame per chunk (lzf-compressed),
                   read lazily; a root `image` (files of earlier versions) is the camera "image"
     attributes    metadata: task id, expert, seeds, library versions, success rate, modes, ...
@@ -31,7 +33,8 @@ class HDF5Writer:
     episodes at 96x96 are 9 GB of pixels): every array is chunked and grows as episodes arrive.
 
         with HDF5Writer(path) as writer:
-            writer.append({"obs": (T, D), "action": (T, A), "images": {camera: (T, H, W, 3)}})
+            writer.append({"obs": (T, D), "action": (T, A), "images": {camera: (T, H, W, 3)},
+                           "env_state": (T, S) or absent})
             writer.attrs.update(task_id=...)
 
     The file appears at `path` only when the block ends without an exception (a temporary file in
@@ -54,7 +57,8 @@ class HDF5Writer:
 
     def append(self, episode: dict[str, Any]) -> None:
         """Add one episode: "obs" (T, D), "action" (T, A) and optionally "images" {camera: (T, H, W,
-        3) uint8}. Every episode needs the cameras, feature sizes and frame shapes of the first."""
+        3) uint8} and "env_state" (T, S). Every episode needs the cameras, env_state, feature sizes
+        and frame shapes of the first."""
         f = self._file
         if f is None:
             raise RuntimeError("HDF5Writer.append outside its `with` block")
@@ -64,6 +68,8 @@ class HDF5Writer:
             "action": np.asarray(episode["action"], dtype=np.float32),
             **{f"images/{camera}": np.asarray(frames, dtype=np.uint8) for camera, frames in images.items()},
         }
+        if episode.get("env_state") is not None:
+            arrays["env_state"] = np.asarray(episode["env_state"], dtype=np.float32)
         if self.cameras is None:
             self.cameras = sorted(images)
             for key, array in arrays.items():
@@ -81,6 +87,12 @@ class HDF5Writer:
             raise ValueError(
                 f"{self.final}: episode {self.episodes} has cameras {sorted(images)}, "
                 f"the first had {self.cameras}"
+            )
+        if ("env_state" in arrays) != ("env_state" in f):
+            first = "did not" if "env_state" in arrays else "had it"
+            raise ValueError(
+                f"{self.final}: episode {self.episodes} {'has' if first == 'did not' else 'lacks'} "
+                f"env_state, the first {first}"
             )
         steps = len(arrays["obs"])
         start = f["obs"].shape[0]
@@ -128,7 +140,9 @@ def write_hdf5(path: str | os.PathLike, data: EpisodeData) -> Path:
         start = 0
         for end in data.episode_ends.tolist():
             images = {camera: np.asarray(frames[start:end]) for camera, frames in data.images.items()}
-            writer.append({"obs": data.obs[start:end], "action": data.action[start:end], "images": images})
+            env_state = None if data.env_state is None else data.env_state[start:end]
+            episode = {"obs": data.obs[start:end], "action": data.action[start:end], "images": images}
+            writer.append({**episode, "env_state": env_state})
             start = end
         writer.attrs.update(data.attrs)
     return writer.final
@@ -197,9 +211,19 @@ def read_hdf5(path: str | os.PathLike, load_images: bool = False) -> EpisodeData
         if "image" in handle:
             stored.setdefault("image", handle["image"])
         images = {camera: item[()] if load_images else item for camera, item in stored.items()}
+        env_state = None
+        if "env_state" in handle:
+            _check_dataset(file, "env_state", handle["env_state"])
+            env_state = handle["env_state"][()]
         attrs = {key: _attr(value) for key, value in handle.attrs.items()}
         data = EpisodeData(
-            obs=obs, action=action, episode_ends=ends, images=images, attrs=attrs, source=str(file)
+            obs=obs,
+            action=action,
+            episode_ends=ends,
+            images=images,
+            attrs=attrs,
+            source=str(file),
+            env_state=env_state,
         )
     except BaseException:
         handle.close()

@@ -33,6 +33,8 @@ class TrajectoryWindows(Dataset):
         "action":      (To, Ta, A) float32, for window step j at step u: actions u .. u+Ta-1;
                        steps at or past e repeat the episode's last action
         "action_mask": (To, Ta) bool, False where an action was padded
+        "env_state":   (To, S) float32 at the obs steps, when the data holds env_state (a training
+                       target for image encoders, see EpisodeData)
     Items are built with numpy on the CPU: no per-item GPU work, so DataLoader workers run (and
     read the frames of lazily stored cameras in parallel).
     """
@@ -91,11 +93,14 @@ class TrajectoryWindows(Dataset):
             obs = {"state": obs}
             for camera in self.cameras:
                 obs[camera] = torch.from_numpy(np.asarray(self.data.images[camera][unique])[inverse])
-        return {
+        item = {
             "obs": obs,
             "action": torch.from_numpy(np.asarray(self.data.action[act_idx], dtype=np.float32)),
             "action_mask": torch.from_numpy(mask),
         }
+        if self.data.env_state is not None:
+            item["env_state"] = torch.from_numpy(np.asarray(self.data.env_state[obs_idx], dtype=np.float32))
+        return item
 
     def steps(self) -> np.ndarray:
         """Global step indices of the chosen episodes, for normalisation statistics."""

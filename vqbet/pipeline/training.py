@@ -99,6 +99,8 @@ def with_data_dims(cfg: dict[str, Any]) -> tuple[dict[str, Any], EpisodeData | N
         vision = dict(task.get("vision") or {})
         vision["image_size"] = size
         vision.setdefault("crop", [max(4, round(7 * x / 8)) for x in size])
+        if data.env_state is not None:
+            vision.setdefault("env_state_dim", int(data.env_state.shape[1]))
         dims["vision"] = vision
     return {**cfg, "task": {**task, **dims}}, data
 

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqbet.acting import ChunkActing, Observation, as_observation, check_relative_to, state_of, to_relative
@@ -126,6 +127,11 @@ class Policy(ChunkActing, nn.Module):
         self.image_encoders = ImageEncoders(config.vision) if config.vision.cameras else None
         self.obs_features = config.obs_dim + config.vision.feature_dim
         """Features per step the network sees: the state, then each camera's encoding."""
+        vision = config.vision
+        self.env_state_head: nn.Linear | None = None
+        if vision.cameras and vision.env_state_weight > 0:
+            self.env_state_head = nn.Linear(vision.feature_dim, vision.env_state_dim)
+            self.env_state_normalizer = Normalizer(vision.env_state_dim)
         self.metadata: dict[str, Any] = {}
         """Free JSON metadata saved with the checkpoint (the pipeline records the task here)."""
         self.reset()
@@ -155,6 +161,17 @@ class Policy(ChunkActing, nn.Module):
         normaliser; families add tokenizers, bins, action normalisers). Returns a summary (for a
         learnt tokenizer: `history`, `reconstruction_loss`, `used_fraction/<layer>`)."""
         self.obs_normalizer.fit(torch.from_numpy(np.asarray(windows.data.obs[windows.steps()])))
+        if self.env_state_head is not None:
+            env_state = windows.data.env_state
+            expected = self.config.vision.env_state_dim
+            if env_state is None or env_state.shape[1] != expected:
+                found = "none" if env_state is None else f"{env_state.shape[1]} values per step"
+                raise ValueError(
+                    f"{windows.data.source}: vision.env_state_weight > 0 needs the dataset's env_state "
+                    f"({expected} values per step), found {found}; collect the dataset again from "
+                    "the env with cameras (collection stores env_state), or set env_state_weight 0"
+                )
+            self.env_state_normalizer.fit(torch.from_numpy(np.asarray(env_state[windows.steps()])))
         return {}
 
     def chunks_in_frame(self, windows: TrajectoryWindows) -> Tensor:
@@ -175,6 +192,27 @@ class Policy(ChunkActing, nn.Module):
         if self.image_encoders is None:
             return x
         return torch.cat([x, self.image_encoders(obs).to(x.dtype)], dim=-1)
+
+    def with_env_state_loss(
+        self, loss: Tensor, observed: Tensor, batch: dict[str, Any], metrics: dict[str, float]
+    ) -> Tensor:
+        """`loss` plus vision.env_state_weight x the MSE of the env-state head on the camera
+        features of `observed` (B, T, obs_features, from `observe`) against batch["env_state"]
+        (B, T, S) normalised; `loss` itself without that head. Records it in `metrics`."""
+        if self.env_state_head is None:
+            return loss
+        if "env_state" not in batch:
+            raise ValueError(
+                "this policy learns to predict env_state from its cameras (vision.env_state_weight "
+                "> 0): the batch needs 'env_state' (B, T, S), which windows of a dataset holding "
+                "env_state carry"
+            )
+        target = self.env_state_normalizer.normalize(batch["env_state"])
+        predicted = self.env_state_head(observed[..., self.config.obs_dim :])
+        env_state_loss = F.mse_loss(predicted.float(), target)
+        loss = loss + self.config.vision.env_state_weight * env_state_loss
+        metrics.update(loss=loss.item(), env_state_loss=env_state_loss.item())
+        return loss
 
     def check_obs(self, obs: Observation) -> None:
         c = self.config

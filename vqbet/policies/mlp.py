@@ -56,9 +56,9 @@ class MLPPolicy(Policy):
         self.action_normalizer.fit(self.chunks_in_frame(windows).reshape(-1, self.config.action_dim))
         return {}
 
-    def _normalised_chunk(self, obs: Observation) -> Tensor:
+    def _normalised_chunk(self, x: Tensor) -> Tensor:
+        """Observed steps x (B, T, obs_features) (`observe`'s output) -> normalised chunk (B, Ta, A)."""
         c = self.config
-        x = self.observe(obs)
         if x.shape[1] < c.obs_window:  # pad the start like the acting history does
             x = torch.cat([x[:, :1].expand(-1, c.obs_window - x.shape[1], -1), x], dim=1)
         return self.net(x.reshape(x.shape[0], -1)).view(-1, c.action_chunk, c.action_dim)
@@ -67,11 +67,13 @@ class MLPPolicy(Policy):
         """MSE between the predicted and demonstrated chunk of the window's last step."""
         obs, action = self.check_batch(batch)
         relative = to_relative(action[:, -1], state_of(obs)[:, -1], self.config.action_relative_to)
-        error = (self._normalised_chunk(obs) - self.action_normalizer.normalize(relative)).square()
+        observed = self.observe(obs)
+        error = (self._normalised_chunk(observed) - self.action_normalizer.normalize(relative)).square()
         mask = batch.get("action_mask")
         loss = masked_mean(error, None if mask is None else mask[:, -1])
-        return loss, {"loss": loss.item(), "mse": loss.item()}
+        metrics = {"loss": loss.item(), "mse": loss.item()}
+        return self.with_env_state_loss(loss, observed, batch, metrics), metrics
 
     def _predict_chunk(self, obs: Observation, goal: Tensor | None) -> Tensor:
-        chunk = self.action_normalizer.unnormalize(self._normalised_chunk(obs))
+        chunk = self.action_normalizer.unnormalize(self._normalised_chunk(self.observe(obs)))
         return to_absolute(chunk, state_of(obs)[:, -1], self.config.action_relative_to)

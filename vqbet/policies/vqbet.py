@@ -239,8 +239,11 @@ class VQBeTPolicy(Policy):
     def features(self, obs: Observation, goal: Tensor | None = None, last_only: bool = False) -> Tensor:
         """obs (B, T, D) raw (or a dict with cameras) -> transformer features (B, T, n_embd), or
         (B, 1, n_embd) for the last step only when `last_only`."""
+        return self._features_of(self.observe(obs), goal, last_only)
+
+    def _features_of(self, x: Tensor, goal: Tensor | None = None, last_only: bool = False) -> Tensor:
+        """`features` from observed steps x (B, T, obs_features) (`observe`'s output)."""
         c = self.config
-        x = self.observe(obs)
         if c.goal_conditioning != "none":
             if goal is None or goal.shape[-1] != c.goal_dim:
                 raise ValueError(f"this policy is goal-conditioned: pass goal (B, {c.goal_dim})")
@@ -265,7 +268,8 @@ class VQBeTPolicy(Policy):
         obs, action = self.check_batch(batch)
         state = state_of(obs)
         b, t = state.shape[:2]
-        h = self.features(obs, batch.get("goal")).reshape(b * t, -1)
+        observed = self.observe(obs)
+        h = self._features_of(observed, batch.get("goal")).reshape(b * t, -1)
         chunks = to_relative(action, state, c.action_relative_to).reshape(b * t, c.action_chunk, c.action_dim)
         target = self.tokenizer.normalizer.normalize(chunks)  # the one normalisation of the chunk
         with torch.no_grad():
@@ -285,7 +289,7 @@ class VQBeTPolicy(Policy):
         metrics = {"loss": loss.item(), "code_loss": code_loss.item(), "offset_loss": offset_loss.item()}
         accuracy = (logits.argmax(-1) == codes.T).float().mean(-1).tolist()
         metrics.update({f"code_accuracy/{i}": a for i, a in enumerate(accuracy)})
-        return loss, metrics
+        return self.with_env_state_loss(loss, observed, batch, metrics), metrics
 
     # -- acting ----------------------------------------------------------------------------
     def layer_temperatures(self) -> list[float]:
