@@ -138,6 +138,8 @@ def test_receding_horizon_plays_the_first_steps_of_each_chunk_then_predicts_agai
         torch.testing.assert_close(action, chunks[t // 2][:, t % 2])
     with pytest.raises(ValueError, match=r"execute_steps must be an integer in \[0, action_chunk=4\], got 5"):
         make_policy(execute_steps=TA + 1)
+    with pytest.raises(ValueError, match="execute_steps must be an integer"):
+        make_policy(execute_steps=2.5)
 
 
 def test_acting_features_equal_the_last_step_of_the_full_pass():

@@ -309,3 +309,5 @@ def test_the_env_state_head_names_what_is_missing():
         ValueError, match=r"env_state_weight must be >= 0, and > 0 needs env_state_dim >= 1, got 1.0 and 0"
     ):
         VisionConfig(cameras=["top"], env_state_weight=1.0)
+    with pytest.raises(ValueError, match=r"predicts env_state from cameras: name vision\.cameras"):
+        VisionConfig(env_state_weight=1.0, env_state_dim=4)

@@ -83,6 +83,10 @@ class VisionConfig:
                 f"vision.env_state_weight must be >= 0, and > 0 needs env_state_dim >= 1, got "
                 f"{self.env_state_weight} and {self.env_state_dim}"
             )
+        if self.env_state_weight > 0 and not self.cameras:
+            raise ValueError(
+                "vision.env_state_weight > 0 predicts env_state from cameras: name vision.cameras"
+            )
         if isinstance(self.downsample, bool) or not isinstance(self.downsample, int) or self.downsample < 1:
             raise ValueError(f"vision.downsample must be an integer >= 1, got {self.downsample!r}")
         if any(c % self.downsample or c // self.downsample < 4 for c in self.crop):

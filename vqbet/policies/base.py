@@ -77,7 +77,8 @@ class PolicyConfig:
             self.vision = config_from_dict(VisionConfig, self.vision, f"{type(self).__name__}.vision")
         check_literals(self)
         self.check_positive("obs_dim", "action_dim", "obs_window", "action_chunk")
-        if isinstance(self.execute_steps, bool) or not 0 <= self.execute_steps <= self.action_chunk:
+        steps = self.execute_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= self.action_chunk:
             raise ValueError(
                 f"{type(self).__name__}: execute_steps must be an integer in [0, action_chunk="
                 f"{self.action_chunk}], got {self.execute_steps!r}"
