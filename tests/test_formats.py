@@ -214,6 +214,7 @@ def test_lerobot_v3_export_round_trip_and_frame_errors(tmp_path):
     import pyarrow.parquet as pq
 
     ref = reference()
+    ref.env_state = np.random.default_rng(2).normal(size=(ref.num_steps, 4)).astype(np.float32)
     root = export_lerobot(ref, tmp_path / "lerobot_v3", fps=10, task="reach")
     info = json.loads((root / "meta/info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["total_frames"] == ref.num_steps
@@ -225,6 +226,10 @@ def test_lerobot_v3_export_round_trip_and_frame_errors(tmp_path):
     assert info["features"]["observation.images.wrist"]["dtype"] == "video"  # LeRobot's camera naming
     data = load_dataset(root, image_keys={"image": "observation.image", "wrist": "observation.images.wrist"})
     assert_same(data, ref, image_tolerance=2.0)
+    # LeRobot's object state (observation.environment_state) is the env_state, not an input
+    assert info["features"]["observation.environment_state"]["shape"] == [4]
+    np.testing.assert_array_equal(data.env_state, ref.env_state)
+    assert data.obs.shape[1] == 3
     table = pq.read_table(root / "data/chunk-000/file-000.parquet")
     frame = table.column("frame_index").to_numpy().copy()
     frame[3] = 7  # a frame missing from episode 0

@@ -29,6 +29,9 @@ from vqbet.data.formats.common import (
 )
 
 VERSIONS = ("v2.0", "v2.1", "v3.0")
+ENV_STATE_KEY = "observation.environment_state"
+"""LeRobot's name for the simulator's object state (e.g. lerobot/pusht's T keypoints): read as, and
+written from, EpisodeData.env_state, a training target that is never a policy input."""
 
 
 def read_info(root: Path) -> dict[str, Any]:
@@ -135,7 +138,8 @@ def read_lerobot(
     files = sorted((root / "data").glob(pattern))
     if not files:
         raise FileNotFoundError(f"{where}: no data/{pattern}")
-    wanted = [*obs_names, action_name, "episode_index", "frame_index"]
+    env_state_name = [ENV_STATE_KEY] if ENV_STATE_KEY in vectors and ENV_STATE_KEY not in obs_names else []
+    wanted = [*obs_names, action_name, *env_state_name, "episode_index", "frame_index"]
     tables = []
     for file in files:
         schema = pq.read_schema(file).names
@@ -168,7 +172,12 @@ def read_lerobot(
         "action_key": action_name,
         "lerobot_episode_index": order.tolist(),
     }
-    data = EpisodeData(obs=obs, action=action, episode_ends=ends, attrs=attrs, source=where)
+    env_state = None
+    if env_state_name:
+        env_state = as_rows(column(table, ENV_STATE_KEY, where), where, ENV_STATE_KEY, len(action))
+    data = EpisodeData(
+        obs=obs, action=action, episode_ends=ends, attrs=attrs, source=where, env_state=env_state
+    )
     if cameras:  # PyAV only when a camera is read
         from vqbet.data.formats.video import frame_size, read_frames
     for name, key in cameras.items():

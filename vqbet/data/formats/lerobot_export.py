@@ -16,6 +16,7 @@ import numpy as np
 from vqbet.atomic import clean_stale, replace_folder, temp_prefix
 from vqbet.data.episodes import EpisodeData
 from vqbet.data.formats.common import optional
+from vqbet.data.formats.lerobot import ENV_STATE_KEY
 
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
@@ -76,7 +77,7 @@ def export_lerobot(
 ) -> Path:
     """Write `data` as a LeRobotDataset v3.0 folder at `out`, one video per camera: the camera
     "image" as `image_key`, any other camera <name> as "observation.images.<name>" (LeRobot's
-    multi-camera naming)."""
+    multi-camera naming); an env_state as "observation.environment_state"."""
     pa = optional("pyarrow", "lerobot")
     pq = optional("pyarrow.parquet", "lerobot")
     final = Path(out)
@@ -97,6 +98,8 @@ def export_lerobot(
             "index": pa.array(np.arange(n, dtype=np.int64)),
             "task_index": pa.array(np.zeros(n, dtype=np.int64)),
         }
+        if data.env_state is not None:
+            columns[ENV_STATE_KEY] = _vector(pa, data.env_state)
         data_file = tmp / DATA_PATH.format(chunk_index=0, file_index=0)
         data_file.parent.mkdir(parents=True)
         pq.write_table(pa.table(columns), data_file)
@@ -111,6 +114,9 @@ def export_lerobot(
             "task_index": {"dtype": "int64", **scalar},
         }
         stats = {obs_key: _stats(data.obs), action_key: _stats(data.action)}
+        if data.env_state is not None:
+            features[ENV_STATE_KEY] = {"dtype": "float32", "shape": [data.env_state.shape[1]], "names": None}
+            stats[ENV_STATE_KEY] = _stats(data.env_state)
         episodes: dict[str, Any] = {
             "episode_index": pa.array(np.arange(data.num_episodes, dtype=np.int64)),
             "tasks": pa.array([[task]] * data.num_episodes, pa.list_(pa.string())),
