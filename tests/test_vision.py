@@ -311,3 +311,28 @@ def test_the_env_state_head_names_what_is_missing():
         VisionConfig(cameras=["top"], env_state_weight=1.0)
     with pytest.raises(ValueError, match=r"predicts env_state from cameras: name vision\.cameras"):
         VisionConfig(env_state_weight=1.0, env_state_dim=4)
+
+
+def test_the_main_job_refuses_an_env_state_weight_without_env_state_before_the_run_folder(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from vqbet.data import write_hdf5
+
+    rng = np.random.default_rng(0)
+    n = 40
+    frames = {"top": rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)}
+    obs, action = rng.normal(size=(n, 2)).astype(np.float32), rng.normal(size=(n, 2)).astype(np.float32)
+    dataset = write_hdf5(tmp_path / "old.hdf5", EpisodeData(obs, action, [20, 40], images=frames))
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    command = [sys.executable, "scripts/train.py", "experiment=smoke", "task=pusht_pixels"]
+    command += [f"run_dir={run}", f"task.dataset={dataset}", "task.vision.env_state_weight=1.0"]
+    out = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert (
+        "old.hdf5: vision.env_state_weight > 0 needs the dataset's env_state (6 values per step)"
+        in out.stderr
+    )
+    assert not run.exists()

@@ -196,6 +196,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     device = resolve_device(run.train.device)
     rank, world, _ = setup_distributed(device)
     data = load_demonstrations(run, rank, world, preloaded)
+    run.policy.check_env_state(data)  # before the run folder: a missing training target
     content_hash = data.content_hash()
     prepare_run_dir(run, content_hash)
     train_eps, val_eps = split_episodes(data.num_episodes, run.data.val_fraction, seed=seed)

@@ -30,7 +30,7 @@ from vqbet.checkpoint import (
     write_folder,
 )
 from vqbet.config import check_literals, config_from_dict
-from vqbet.data import TrajectoryWindows
+from vqbet.data import EpisodeData, TrajectoryWindows
 from vqbet.normalize import Normalizer
 from vqbet.policies.registry import policy_class
 from vqbet.vision import ImageEncoders, VisionConfig
@@ -163,17 +163,24 @@ class Policy(ChunkActing, nn.Module):
         learnt tokenizer: `history`, `reconstruction_loss`, `used_fraction/<layer>`)."""
         self.obs_normalizer.fit(torch.from_numpy(np.asarray(windows.data.obs[windows.steps()])))
         if self.env_state_head is not None:
-            env_state = windows.data.env_state
-            expected = self.config.vision.env_state_dim
-            if env_state is None or env_state.shape[1] != expected:
-                found = "none" if env_state is None else f"{env_state.shape[1]} values per step"
-                raise ValueError(
-                    f"{windows.data.source}: vision.env_state_weight > 0 needs the dataset's env_state "
-                    f"({expected} values per step), found {found}; collect the dataset again from "
-                    "the env with cameras (collection stores env_state), or set env_state_weight 0"
-                )
-            self.env_state_normalizer.fit(torch.from_numpy(np.asarray(env_state[windows.steps()])))
+            self.check_env_state(windows.data)
+            env_state = np.asarray(windows.data.env_state[windows.steps()])
+            self.env_state_normalizer.fit(torch.from_numpy(env_state))
         return {}
+
+    def check_env_state(self, data: EpisodeData) -> None:
+        """Raise ValueError if this policy learns to predict env_state (vision.env_state_weight > 0)
+        and `data` holds none, or one of another size."""
+        if self.env_state_head is None:
+            return
+        expected = self.config.vision.env_state_dim
+        if data.env_state is None or data.env_state.shape[1] != expected:
+            found = "none" if data.env_state is None else f"{data.env_state.shape[1]} values per step"
+            raise ValueError(
+                f"{data.source}: vision.env_state_weight > 0 needs the dataset's env_state "
+                f"({expected} values per step), found {found}; collect the dataset again from "
+                "the env with cameras (collection stores env_state), or set env_state_weight 0"
+            )
 
     def chunks_in_frame(self, windows: TrajectoryWindows) -> Tensor:
         """(M, Ta, A) the action chunk at every step of `windows`, in the policy's action frame."""
