@@ -88,11 +88,11 @@ class HDF5Writer:
                 f"{self.final}: episode {self.episodes} has cameras {sorted(images)}, "
                 f"the first had {self.cameras}"
             )
-        if ("env_state" in arrays) != ("env_state" in f):
-            first = "did not" if "env_state" in arrays else "had it"
+        has = "env_state" in arrays
+        if has != ("env_state" in f):
             raise ValueError(
-                f"{self.final}: episode {self.episodes} {'has' if first == 'did not' else 'lacks'} "
-                f"env_state, the first {first}"
+                f"{self.final}: episode {self.episodes} {'has' if has else 'lacks'} env_state, the "
+                f"first {'did not' if has else 'had it'}"
             )
         steps = len(arrays["obs"])
         start = f["obs"].shape[0]
