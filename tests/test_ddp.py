@@ -6,7 +6,7 @@ import socket
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_policy import make_policy, two_mode_data
+from policy_helpers import make_policy, two_mode_data
 
 from vqbet import TokenizerFitConfig, fit_tokenizer
 from vqbet.data import TrajectoryWindows

@@ -12,7 +12,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from test_policy import fitted_policy, two_mode_data
+from policy_helpers import fitted_policy, two_mode_data
 
 from vqbet.data import EpisodeData, TrajectoryWindows, export_lerobot, write_hdf5
 from vqbet.offline import evaluate_offline

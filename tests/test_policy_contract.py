@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pytest
 import torch
-from test_policy import TA, two_mode_data
+from policy_helpers import TA, two_mode_data
 from torch import nn
 
 from vqbet.data import TrajectoryWindows

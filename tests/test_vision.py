@@ -4,7 +4,7 @@ cameras, checkpoints, and the errors that name a camera or image size that does 
 import numpy as np
 import pytest
 import torch
-from test_policy import TA, make_policy, two_mode_data
+from policy_helpers import TA, make_policy, two_mode_data
 
 from vqbet.data import EpisodeData, TrajectoryWindows
 from vqbet.policies import MLPConfig, MLPPolicy, VQBeTConfig, VQBeTPolicy, load_policy
