@@ -184,6 +184,7 @@ def test_pixel_pusht_smoke_run_trains_and_evaluates_from_pixels(tmp_path):
     assert stored.env_state.shape == (stored.num_steps, 6)
     meta = json.loads((run / "checkpoints" / "best" / "config.json").read_text())
     assert meta["policy"]["vision"]["cameras"] == ["top"]
+    assert meta["policy"]["vision"]["env_state_weight"] == 1.0  # the task's recipe travels
     results = json.loads((run / "results.json").read_text())
     assert len(results["episodes"]) == 4 and (run / "rollouts.mp4").is_file()
 
