@@ -14,12 +14,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from vqbet.pipeline import evaluate_checkpoint, run_cli
+from vqbet.runtime import retain_freed_memory
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     overrides = HydraConfig.get().overrides.task
     task_given = any(o.split("=")[0].split(".")[0].lstrip("+~") == "task" for o in overrides)
+    if cfg.retain_freed_memory:
+        retain_freed_memory()
     run_cli(lambda: evaluate_checkpoint(OmegaConf.to_container(cfg, resolve=True), task_given=task_given))
 
 

@@ -12,10 +12,13 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from vqbet.pipeline import run_cli, train
+from vqbet.runtime import retain_freed_memory
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> None:
+    if cfg.retain_freed_memory:
+        retain_freed_memory()
     run_cli(lambda: train(OmegaConf.to_container(cfg, resolve=True)))
 
 

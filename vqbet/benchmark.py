@@ -221,6 +221,38 @@ def attention_speedup(
     return alternating_pairs(lambda: samples_per_s(False), lambda: samples_per_s(True), pairs)
 
 
+_PIXEL_STEP = """
+import sys
+import torch
+from vqbet.benchmark import image_pipeline_ms
+from vqbet.runtime import retain_freed_memory
+retain, threads, batch, window, downsample, steps = map(int, sys.argv[1:])
+if retain and not retain_freed_memory():
+    sys.exit("retain_freed_memory: not glibc, nothing to compare")
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+print("samples_per_s", image_pipeline_ms(batch, steps, window, downsample)["samples_per_s"])
+"""
+
+
+def allocator_speedup(
+    batch: int, obs_window: int, downsample: int, steps: int, threads: int, pairs: int = 3
+) -> tuple[float, float, float]:
+    """(samples/s under glibc's allocator defaults, with `vqbet.runtime.retain_freed_memory`,
+    speed-up) of the pixel training step of `image_pipeline_ms` (loading + step), each side in
+    processes of its own (the setting is process-wide), in alternating pairs."""
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def samples_per_s(retain: bool) -> float:
+        args = [int(retain), threads, batch, obs_window, downsample, steps]
+        command = [sys.executable, "-c", _PIXEL_STEP, *map(str, args)]
+        return _samples_per_s_in_process(command, repo, "pixel step")
+
+    return alternating_pairs(lambda: samples_per_s(False), lambda: samples_per_s(True), pairs)
+
+
 @torch.no_grad()
 def call_ms(call: Callable[[torch.Tensor], torch.Tensor], obs: torch.Tensor, calls: int) -> float:
     """Median ms of `call(obs)` (a predict_action_chunk: the eager policy's or an exported one's)

@@ -16,9 +16,17 @@ from vqbet.train_policy import PolicyTrainConfig
 EVAL_SEED = 1_000_000
 """First evaluation seed: disjoint from the demonstration seeds 0..episodes-1."""
 TOP_LEVEL = ("task", "tokenizer", "policy", "seed", "run_dir", "resume", "overwrite", "collect", "data")
-TOP_LEVEL += ("eval", "train")
+TOP_LEVEL += ("eval", "train", "retain_freed_memory")
 TASK_KEYS = ("name", "env_id", "obs_dim", "action_dim", "obs_window", "action_chunk", "dataset")
-RESUMABLE = ("resume", "overwrite", "eval.", "collect.", "train.steps", "train.eval_every")
+RESUMABLE = (
+    "resume",
+    "overwrite",
+    "retain_freed_memory",
+    "eval.",
+    "collect.",
+    "train.steps",
+    "train.eval_every",
+)
 RESUMABLE += (
     "train.checkpoint_every",
     "train.log_every",
@@ -135,7 +143,7 @@ def check_run_config(cfg: dict[str, Any], build_policy: Callable[[dict[str, Any]
     for key in ("seed",):
         if isinstance(cfg.get(key), bool) or not isinstance(cfg.get(key), int):
             problems.append(f"{key} must be an integer, got {cfg.get(key)!r}")
-    for key in ("resume", "overwrite"):
+    for key in ("resume", "overwrite", "retain_freed_memory"):
         if not isinstance(cfg.get(key, False), bool):
             problems.append(f"{key} must be true or false, got {cfg.get(key)!r}")
     seed = cfg.get("seed") if isinstance(cfg.get("seed"), int) else 0
