@@ -3,6 +3,7 @@ throughput against raw env stepping.
 
     python scripts/bench_policy.py              # ~4 minutes on 2 CPU cores
     python scripts/bench_policy.py --only-eval --profile 12   # evaluation rows and profiler tables
+    python scripts/bench_policy.py --only-pixels  # the image pipeline and the allocator setting
     python scripts/bench_policy.py --official ../vq_bet_official  # + the official VQ-BeT, same run
     python scripts/bench_policy.py --baseline /tmp/vqbet-before [--only-baseline]  # + an earlier commit
         (git worktree add /tmp/vqbet-before <commit>), same run
@@ -400,6 +401,7 @@ def main() -> None:
     parser.add_argument("--only-eval", action="store_true", help="only the evaluation-throughput rows")
     parser.add_argument("--no-eval", action="store_true", help="leave out the evaluation-throughput rows")
     parser.add_argument("--only-baseline", action="store_true", help="only the --baseline rows")
+    parser.add_argument("--only-pixels", action="store_true", help="only the pixel-pipeline rows")
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row (slow to compile)")
     parser.add_argument("--profile", type=int, default=0, help="print profiler tables with this many rows")
     parser.add_argument(
@@ -421,6 +423,9 @@ def main() -> None:
         if not args.baseline:
             parser.error("--only-baseline needs --baseline DIR")
         baseline_rows(args.baseline, args.steps)
+        return
+    if args.only_pixels:
+        pixel_rows(args.steps)
         return
     if not args.only_eval:
         model_rows(args.steps, device, args.compile)

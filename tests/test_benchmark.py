@@ -1,5 +1,6 @@
 """Benchmark helpers: paired measurements and the step of another checkout in its own process."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,12 @@ def test_the_attention_a_b_runs_each_side_on_its_own_path_and_restores_the_switc
     assert runs == [False, True, False, True]  # SDPA first in each pair, then the explicit path
     assert all(explicit_calls) and sdpa > 0 and explicit > 0 and ratio > 0
     assert CausalSelfAttention.explicit_cpu_training is True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_allocator_a_b_measures_both_sides_in_processes_of_their_own():
+    from vqbet.benchmark import allocator_speedup
+
+    default, retained, ratio = allocator_speedup(4, 2, 2, steps=1, threads=1, pairs=1)
+    assert default > 0 and retained > 0
+    assert ratio == pytest.approx(retained / default)  # one pair: its own ratio
