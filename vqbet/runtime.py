@@ -18,12 +18,13 @@ _M_MMAP_THRESHOLD = -3
 def retain_freed_memory(mmap_threshold_mb: int = 256, trim_threshold_mb: int = 1024) -> bool:
     """Keep freed blocks of up to `mmap_threshold_mb` in the C heap for reuse (glibc only).
 
-    Why: glibc serves every allocation above 128 KB with a fresh `mmap` and unmaps it on free, so
-    each new activation, image batch or distance matrix is zero-filled by the kernel page by page
-    on first touch. A pixel training step allocates tens of MB per step that way (a PushT-from-pixels
-    run took ~117 million minor page faults); with the blocks kept, the step reuses warm memory
-    (scripts/bench_policy.py's allocator row measures the difference). Freed memory above
-    `trim_threshold_mb` at the top of the heap is still returned to the system.
+    Why: glibc serves every allocation above its mmap threshold (128 KB, rising as blocks are freed
+    to at most 32 MB) with a fresh `mmap` and unmaps it on free, and gives freed memory at the top
+    of the heap back to the system beyond its trim threshold, so new activations, image batches
+    and distance matrices are zero-filled by the kernel page by page on first touch (a
+    PushT-from-pixels run took ~117 million minor page faults). With the blocks kept, a step reuses
+    warm memory (scripts/bench_policy.py's allocator row measures the difference). Freed memory
+    above `trim_threshold_mb` at the top of the heap is still returned to the system.
 
     Returns True when applied, False where the C library is not glibc (macOS, musl): nothing
     changes there. Process-wide and irreversible for the process, so only entry-point scripts call it.

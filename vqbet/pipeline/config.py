@@ -18,22 +18,9 @@ EVAL_SEED = 1_000_000
 TOP_LEVEL = ("task", "tokenizer", "policy", "seed", "run_dir", "resume", "overwrite", "collect", "data")
 TOP_LEVEL += ("eval", "train", "retain_freed_memory")
 TASK_KEYS = ("name", "env_id", "obs_dim", "action_dim", "obs_window", "action_chunk", "dataset")
-RESUMABLE = (
-    "resume",
-    "overwrite",
-    "retain_freed_memory",
-    "eval.",
-    "collect.",
-    "train.steps",
-    "train.eval_every",
-)
-RESUMABLE += (
-    "train.checkpoint_every",
-    "train.log_every",
-    "train.num_workers",
-    "train.device",
-    "task.dataset",
-)
+RESUMABLE = ("resume", "overwrite", "retain_freed_memory", "eval.", "collect.", "task.dataset")
+RESUMABLE += ("train.steps", "train.eval_every", "train.checkpoint_every", "train.log_every")
+RESUMABLE += ("train.num_workers", "train.device")
 """Config keys a resumed run may change (everything else must equal the stored run's). The dataset
 may move: its content is checked against the checkpoint's hash instead."""
 
