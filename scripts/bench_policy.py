@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from vqbet.benchmark import (
+    ALLOCATOR,
     CONFIGS,
     OBS_DIM,
     OFFICIAL_KITCHEN_SAMPLES_PER_S,
@@ -46,6 +47,7 @@ from vqbet.benchmark import (
     random_batch,
     train_samples_per_s,
 )
+from vqbet.runtime import retain_freed_memory
 from vqbet.train import adamw
 from vqbet.train_policy import compile_network, native_bf16
 
@@ -405,6 +407,11 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row (slow to compile)")
     parser.add_argument("--profile", type=int, default=0, help="print profiler tables with this many rows")
     parser.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="leave the C allocator as it is (default: freed memory retained, as scripts/train.py sets)",
+    )
+    parser.add_argument(
         "--official",
         metavar="DIR",
         help="a checkout of jayLEE0301/vq_bet_official: measure it at the Kitchen shape in this run",
@@ -418,7 +425,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU\n")
+    allocator = "glibc defaults" if args.glibc_defaults or not retain_freed_memory() else ALLOCATOR
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, allocator: {allocator}\n")
     if args.only_baseline:
         if not args.baseline:
             parser.error("--only-baseline needs --baseline DIR")

@@ -7,7 +7,9 @@ Table 1 runs our ResidualVQ and vector-quantize-pytorch's ResidualVQ in the same
 inputs and codebooks, forward only (no autograd), with `--threads` threads, in alternating pairs of
 blocks: vectors/s are medians, the ratio is the median of the per-pair ratios. GFLOP/s counts the
 distance work, 2*K*dim*L per vector, against a float32 matmul of the same (N, dim) x (dim, K) shape
-measured in the same run.
+measured in the same run. The C allocator keeps glibc's defaults, as in a project that imports the
+tokenizer; `--retain-freed-memory` measures under scripts/train.py's setting instead (it speeds up
+vector-quantize-pytorch's many large temporaries more than ours).
 Table 2 fits ActionTokenizers with each collapse remedy on multimodal 2-D action chunks and reports
 held-out reconstruction error and per-layer codebook usage.
 """
@@ -22,8 +24,9 @@ import time
 import torch
 
 from vqbet import ActionTokenizer, TokenizerFitConfig, fit_tokenizer
-from vqbet.benchmark import alternating_pairs
+from vqbet.benchmark import ALLOCATOR, alternating_pairs
 from vqbet.quantize import ResidualVQ
+from vqbet.runtime import retain_freed_memory
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -162,9 +165,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument(
+        "--retain-freed-memory",
+        action="store_true",
+        help="retain freed memory in the C allocator as scripts/train.py does (default: glibc's "
+        "defaults, what a project that imports the tokenizer runs with)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    allocator = ALLOCATOR if args.retain_freed_memory and retain_freed_memory() else "glibc defaults"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, allocator: {allocator}")
     if not args.skip_speed:
         speed_table([1024] if args.quick else [4096, 65536], repeats=3 if args.quick else 7)
     if not args.skip_quality:

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from vqbet.quantize import FSQ, ResidualFSQ, ResidualVQ, VectorQuantizer, kmeans, nearest_code
+from vqbet.quantize.common import row_min
 from vqbet.quantize.vq import rotate_to
 
 
@@ -16,7 +17,10 @@ def brute_force(x, codebook):
     return torch.cdist(x.double(), codebook.double()).argmin(dim=1)
 
 
-@pytest.mark.parametrize(("n", "k", "d", "block"), [(100, 7, 3, 1 << 22), (5000, 64, 16, 1000)])
+@pytest.mark.parametrize(
+    ("n", "k", "d", "block"),
+    [(100, 7, 3, 1 << 22), (5000, 64, 16, 1000), (300, 1024, 8, 1 << 22), (700, 512, 8, 100_000)],
+)
 def test_nearest_code_equals_brute_force(n, k, d, block):
     x, codebook = torch.randn(n, d), torch.randn(k, d)
     codes, offsets = nearest_code(x, codebook, block_elements=block)  # block < n*k: chunked path
@@ -24,6 +28,22 @@ def test_nearest_code_equals_brute_force(n, k, d, block):
     assert torch.equal(codes, brute_force(x, codebook))
     expected = (x - codebook[codes]).square().sum(1)
     torch.testing.assert_close(dist, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("k", [16, 256, 1024, 1000])
+def test_row_min_equals_min_with_first_index_on_ties(k):
+    # Integer-valued rows have many equal minima: the two-level search (k >= 256, k % 64 == 0)
+    # must return the same values and the same (first) indices as torch.min.
+    d = torch.randint(0, 5, (513, k)).float()
+    d[7] = 3.0  # a row that is all one value: index 0
+    d[11, -1] = -1.0  # the minimum in the very last column
+    values, indices = row_min(d)
+    expected_values, expected_indices = d.min(dim=1)
+    assert torch.equal(values, expected_values)
+    assert torch.equal(indices, expected_indices)
+    assert indices[7] == 0 and indices[11] == k - 1
+    first = (d == d.amin(dim=1, keepdim=True)).float().argmax(dim=1)
+    assert torch.equal(indices, first)
 
 
 def test_straight_through_gradient_reaches_input():
@@ -219,6 +239,22 @@ def test_usage_statistics():
     out = vq(torch.tensor([[0.0], [0.1], [1.0], [0.9]]))  # codes 0,0,1,1
     assert out.usage.perplexity.item() == pytest.approx(2.0)
     assert out.usage.used_fraction.item() == pytest.approx(0.5)
+
+
+def test_usage_read_later_describes_its_own_pass():
+    # Usage is computed when first read: it must still describe the pass it came from after
+    # later training steps have changed the running counts and codebooks.
+    rvq = ResidualVQ(dim=2, codebook_size=4, num_layers=2, usage_decay=0.0)
+    first = rvq(torch.zeros(64, 2))  # every vector the same: one code per layer
+    running = torch.stack([layer.usage.clone() for layer in rvq.layers])
+    rvq(torch.randn(64, 2) * 3)
+    torch.testing.assert_close(first.usage.used_fraction, torch.full((2,), 0.25))
+    torch.testing.assert_close(first.usage.perplexity, torch.ones(2))
+    torch.testing.assert_close(first.usage.dead_codes, (running < 1e-3).sum(dim=1).float())
+    assert first.usage.dead_codes.tolist() == [3.0, 3.0]
+    assert set(first.usage.as_dict("q/")) == {
+        f"q/{n}/{i}" for n in ("perplexity", "used_fraction", "dead_codes") for i in (0, 1)
+    }
 
 
 @pytest.mark.parametrize(

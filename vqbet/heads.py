@@ -107,11 +107,13 @@ class PredictionHeads(nn.Module):
         # one bmm over (heads, N, H): the bmm's weight gradient needed a transposed copy of the
         # whole activation, 8% of a CPU step at the Kitchen shape. split, not slicing: its
         # backward is one cat, not a zero-filled gradient per slice.
+        # Likewise unbind, not indexing, for the stacked weights: indexing's backward zero-fills a
+        # gradient of the whole (heads, H, H) tensor per head and sums them.
         hidden = first.split(self.hidden, dim=1)
-        b2 = self.b2.split(self.hidden)
-        second = [F.gelu(torch.addmm(b2[i], hidden[i], self.w2[i])) for i in range(self.code_heads + 1)]
-        b3 = self.b3.split(out)
-        logits = torch.stack([torch.addmm(b3[i], second[i], self.w3[i]) for i in range(self.code_heads)])
+        b2, w2 = self.b2.split(self.hidden), self.w2.unbind(0)
+        second = [F.gelu(torch.addmm(b2[i], hidden[i], w2[i])) for i in range(self.code_heads + 1)]
+        b3, w3 = self.b3.split(out), self.w3.unbind(0)
+        logits = torch.stack([torch.addmm(b3[i], second[i], w3[i]) for i in range(self.code_heads)])
         if not self.sequential:  # (1, N, L * K) -> (L, N, K)
             logits = logits[0].view(-1, self.num_layers, self.codebook_size).transpose(0, 1)
         return logits, torch.addmm(self.b_offset, second[-1], self.w_offset)

@@ -168,20 +168,25 @@ class VectorQuantizer(nn.Module):
             sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, x.float())
             all_reduce_sum_(sums)
         all_reduce_sum_(counts)
-        self.usage.mul_(self.usage_decay).add_(counts, alpha=1.0 - self.usage_decay)
+        # lerp_ is the EMA a * decay + b * (1 - decay) in one pass (a small codebook's update
+        # is a handful of tiny ops, each costing more in dispatch than in arithmetic).
+        self.usage.lerp_(counts, 1.0 - self.usage_decay)
         if self.ema:
-            self.ema_count.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
-            self.ema_sum.mul_(self.decay).add_(sums, alpha=1.0 - self.decay)
-            self.codebook.copy_(self.ema_centres())
+            self.ema_count.lerp_(counts, 1.0 - self.decay)
+            self.ema_sum.lerp_(sums, 1.0 - self.decay)
+            self.ema_centres(out=self.codebook)
         if self.dead_code_threshold > 0:
             self._reset_dead_(x, batch_rows=int(counts.sum().item()))
 
-    def ema_centres(self) -> Tensor:
-        """Codebook implied by the EMA state: sums / Laplace-smoothed counts, shape (K, D)."""
+    def ema_centres(self, out: Tensor | None = None) -> Tensor:
+        """Codebook implied by the EMA state: sums / Laplace-smoothed counts, shape (K, D),
+        written into `out` when given."""
         n = self.ema_count.sum()
-        smoothed = (self.ema_count + self.eps) / (n + self.codebook_size * self.eps) * n
-        centres = self.ema_sum / smoothed[:, None]
-        return F.normalize(centres, dim=-1) if self.cosine else centres
+        smoothed = (self.ema_count + self.eps).mul_(n / (n + self.codebook_size * self.eps))
+        centres = torch.div(self.ema_sum, smoothed[:, None], out=out)
+        if self.cosine:
+            centres.copy_(F.normalize(centres, dim=-1))
+        return centres
 
     @torch.no_grad()
     def _reset_dead_(self, x: Tensor, batch_rows: int) -> None:
@@ -212,7 +217,7 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"VectorQuantizer: expected x (..., {self.dim}), got {tuple(x.shape)}")
         lead = x.shape[:-1]
         flat = self._prepare(x.reshape(-1, self.dim))
-        if self.training and not bool(self.initialized):
+        if self.training and self.kmeans_init and not bool(self.initialized):
             self._kmeans_init_(flat)
 
         use_gumbel = self.gradient == "gumbel" and self.training
