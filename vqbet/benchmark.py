@@ -25,9 +25,10 @@ OFFICIAL_KITCHEN_SAMPLES_PER_S = 493
 threads, torch 2.13 CPU), measured on this project's 2-core CPU machine in an earlier session
 (issue 16); printed beside our figure, which is measured in the benchmark's own run."""
 ALLOCATOR = "freed memory retained (vqbet.runtime.retain_freed_memory, as scripts/train.py sets)"
-"""How the benchmark scripts run the C allocator unless given --glibc-defaults; the other side of
-a comparison run in a process of its own (the official VQ-BeT, an earlier checkout) keeps glibc's
-defaults, as its own scripts do."""
+"""The allocator setting scripts/bench_policy.py measures under unless given --glibc-defaults (and
+scripts/bench_tokenizer.py when given --retain-freed-memory); the other side of a comparison run in
+a process of its own (the official VQ-BeT, an earlier checkout) keeps glibc's defaults, as its own
+scripts do."""
 
 CONFIGS = {
     "default (4x4x128, To 5, Ta 5)": dict(
