@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from vqbet.quantize.common import QuantizerOutput, batch_usage
+from vqbet.quantize.common import CodebookUsage, QuantizerOutput
 from vqbet.quantize.fsq import FSQ
 from vqbet.quantize.vq import VectorQuantizer
 
@@ -70,13 +70,13 @@ class Residual(nn.Module):
                 loss = loss + out.loss
             quantized = torch.sub(latent, residual, out=scratch).to(latent.dtype)
         codes = torch.stack(codes, dim=-1)
-        running = torch.stack([layer.usage for layer in self.layers])
+        running = torch.stack([layer.usage for layer in self.layers])  # a copy: the snapshot
         threshold = self.layers[0].dead_threshold
         return QuantizerOutput(
             quantized=self.project_out(quantized),
             codes=codes,
             loss=loss,
-            usage=batch_usage(codes, self.codebook_size, running, threshold),
+            usage=CodebookUsage(codes.detach(), self.codebook_size, running.detach(), threshold),
         )
 
     @torch.no_grad()
