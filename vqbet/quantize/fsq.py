@@ -110,7 +110,7 @@ class FSQ(nn.Module):
             with torch.no_grad():
                 counts = torch.bincount(codes.reshape(-1), minlength=self.codebook_size).float()
                 all_reduce_sum_(counts)
-                self.usage.mul_(self.usage_decay).add_(counts, alpha=1.0 - self.usage_decay)
+                self.usage.lerp_(counts, 1.0 - self.usage_decay)
         return QuantizerOutput(
             quantized=self.project_out(latent),
             codes=codes,
