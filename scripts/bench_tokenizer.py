@@ -5,7 +5,8 @@
 
 Table 1 runs our ResidualVQ and vector-quantize-pytorch's ResidualVQ in the same process on the same
 inputs and codebooks, forward only (no autograd), with `--threads` threads, in alternating pairs of
-blocks: vectors/s are medians, the ratio is the median of the per-pair ratios. GFLOP/s counts the
+blocks (each block one untimed call, then three timed): vectors/s are medians, the ratio is the
+median of the per-pair ratios. GFLOP/s counts the
 distance work, 2*K*dim*L per vector, against a float32 matmul of the same (N, dim) x (dim, K) shape
 measured in the same run. The C allocator keeps glibc's defaults, as in a project that imports the
 tokenizer; `--retain-freed-memory` measures under scripts/train.py's setting instead (it speeds up
@@ -42,10 +43,15 @@ def median_seconds(fn, repeats: int) -> float:
 def paired_seconds(ours, ref, pairs: int, calls: int = 3) -> tuple[float, float, float]:
     """(median s per call of `ours`, of `ref`, median of the per-pair ratios ref / ours): the two
     run in alternating blocks of `calls` calls, so that each pair sees the same machine speed (this
-    VM drifts by 20-30% from minute to minute, which made separate medians disagree between runs)."""
+    VM drifts by 20-30% from minute to minute, which made separate medians disagree between runs).
+    Each block starts with one untimed call: the first call after switching libraries (or after
+    any pause) ran ~0.3 ms slower on this VM whichever library made it (a K 16 call of ours: 0.55
+    ms in a loop, 0.9 ms right after a vector-quantize-pytorch call or a 6 ms sleep), a cost of
+    the alternation that would otherwise count against the shorter call."""
     ours(), ref()  # warm-up
 
     def block(fn) -> float:
+        fn()
         start = time.perf_counter()
         for _ in range(calls):
             fn()
@@ -82,7 +88,7 @@ def speed_table(batches: list[int], repeats: int) -> None:
             codebook = torch.randn(k, dim)
             mm = median_seconds(lambda x=x, codebook=codebook: x @ codebook.t(), repeats)
             roof = 2 * batch * dim * k / mm / 1e9
-            reps = repeats if dim * k * batch < 1 << 28 else max(3, repeats // 3)
+            reps = 2 * repeats + 1 if dim * k * batch < 1 << 28 else max(3, repeats // 3)
             for mode in ("eval", "train"):
                 ours.train(mode == "train")
                 ref.train(mode == "train")

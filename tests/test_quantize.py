@@ -1,5 +1,8 @@
 """Math and invariants of the quantisers."""
 
+import copy
+import io
+
 import pytest
 import torch
 
@@ -164,7 +167,7 @@ def test_residual_decode_equals_quantized_in_eval():
     x = torch.randn(100, 6)
     out = rvq(x)
     assert out.codes.shape == (100, 3) and out.codes.dtype == torch.int64
-    torch.testing.assert_close(rvq.decode(out.codes), out.quantized)
+    assert torch.equal(rvq.decode(out.codes), out.quantized)  # one embedding_bag sum in both
     assert torch.equal(rvq.encode(x), out.codes)
     with torch.enable_grad():  # the autograd path gives the same codes and values
         xg = x.clone().requires_grad_(True)
@@ -172,6 +175,51 @@ def test_residual_decode_equals_quantized_in_eval():
     assert torch.equal(out_g.codes, out.codes)
     torch.testing.assert_close(out_g.quantized, out.quantized)
     torch.testing.assert_close(out_g.loss, out.loss)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 4])
+@pytest.mark.parametrize(
+    "options",
+    [dict(ema=True, kmeans_init=True, dead_code_threshold=20.0), dict(ema=True, cosine=True)],
+)
+def test_residual_no_grad_path_equals_layer_forwards(layers, options):
+    """The no-grad path (one kept residual buffer, an embedding_bag output) gives the layers' own
+    forward's codes, output, loss and training-mode state updates, whatever the batch size."""
+    fast = ResidualVQ(dim=6, codebook_size=16, num_layers=layers, **options)
+    slow = copy.deepcopy(fast)
+    for step, n in enumerate([300, 64, 300, 1]):
+        x = torch.randn(n, 2, 6) * 3
+        torch.manual_seed(step)  # dead-code reset draws its seeds
+        with torch.no_grad():
+            out = fast(x)
+        torch.manual_seed(step)
+        out_ref = slow(x.clone().requires_grad_(True))  # the layers' forward, with autograd
+        assert torch.equal(out.codes, out_ref.codes)
+        torch.testing.assert_close(out.quantized, out_ref.quantized.detach())
+        torch.testing.assert_close(out.loss, out_ref.loss.detach())
+        for key, value in slow.state_dict().items():
+            torch.testing.assert_close(fast.state_dict()[key], value, msg=key)
+    assert all(not ws.requires_grad for ws in fast.__dict__.get("_workspaces", {}).values())
+
+
+def test_residual_codebook_learns_by_gradient_from_raw_inputs():
+    """Inputs without a gradient (no encoder) still train a gradient-learned codebook."""
+    rvq = ResidualVQ(dim=4, codebook_size=8, num_layers=2)
+    rvq(torch.randn(64, 4)).loss.backward()
+    assert all(
+        layer.codebook.grad is not None and layer.codebook.grad.abs().sum() > 0 for layer in rvq.layers
+    )
+
+
+def test_residual_workspace_is_not_saved_or_copied():
+    rvq = ResidualVQ(dim=64, codebook_size=16, num_layers=3, ema=True)
+    with torch.no_grad():
+        rvq(torch.randn(4096, 64))
+    assert rvq.__dict__["_workspaces"]  # kept for the next call
+    assert "_workspaces" not in copy.deepcopy(rvq).__dict__
+    buffer = io.BytesIO()
+    torch.save(rvq, buffer)
+    assert buffer.tell() < 4096 * 64 * 4  # the module's state, not the 1 MiB scratch buffers
 
 
 def test_residual_error_falls_with_layers():

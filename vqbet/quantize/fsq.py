@@ -93,11 +93,10 @@ class FSQ(nn.Module):
             raise ValueError(f"FSQ.decode: codes must lie in [0, {self.codebook_size})")
         return self.project_out(self._codes_to_latent(codes.long()))
 
-    def forward(self, x: Tensor, *, out: Tensor | None = None, with_usage: bool = True) -> QuantizerOutput:
+    def forward(self, x: Tensor, *, with_usage: bool = True) -> QuantizerOutput:
         """x (..., dim) -> QuantizerOutput(quantized (..., dim), codes (...,), loss 0, usage (1,)).
 
-        `out` is accepted for interface parity with VectorQuantizer and left unused; with
-        `with_usage=False`, usage is None (a residual quantiser measures all layers at once).
+        With `with_usage=False`, usage is None (a residual quantiser measures all layers at once).
         """
         if x.shape[-1] != self.dim:
             raise ValueError(f"FSQ: expected x (..., {self.dim}), got {tuple(x.shape)}")

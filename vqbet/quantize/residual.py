@@ -9,11 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqbet.quantize.common import CodebookUsage, QuantizerOutput
 from vqbet.quantize.fsq import FSQ
 from vqbet.quantize.vq import VectorQuantizer
+
+WORKSPACE_LIMIT_BYTES = 64 << 20
+"""Largest scratch buffer a residual quantiser keeps between no-grad calls (64 MiB: a batch of
+65,536 latents of 256 floats); larger batches allocate theirs per call."""
 
 
 class Residual(nn.Module):
@@ -48,28 +53,12 @@ class Residual(nn.Module):
         if x.shape[-1] != self.dim:
             raise ValueError(f"{type(self).__name__}: expected x (..., {self.dim}), got {tuple(x.shape)}")
         latent = self.project_in(x)
-        codes = []
-        loss = x.new_zeros(())
-        if torch.is_grad_enabled() and latent.requires_grad:
-            residual, quantized = latent, torch.zeros_like(latent)
-            for layer in self.layers:
-                out = layer(residual, with_usage=False)
-                quantized = quantized + out.quantized
-                residual = residual - out.quantized.detach()
-                codes.append(out.codes)
-                loss = loss + out.loss
+        learns = latent.requires_grad or any(p.requires_grad for p in self.layers.parameters())
+        if torch.is_grad_enabled() and learns:
+            quantized, codes, loss = self._quantize_layers(latent)
         else:
-            # No autograd: one residual and one scratch buffer serve every layer, updated in
-            # place (fresh large tensors cost page faults that rival the distance search on CPU).
-            residual = latent.float().clone()
-            scratch = torch.empty_like(residual)
-            for layer in self.layers:
-                out = layer(residual, out=scratch, with_usage=False)
-                residual.sub_(out.quantized)
-                codes.append(out.codes)
-                loss = loss + out.loss
-            quantized = torch.sub(latent, residual, out=scratch).to(latent.dtype)
-        codes = torch.stack(codes, dim=-1)
+            with torch.no_grad():
+                quantized, codes, loss = self._quantize_no_grad(latent)
         running = torch.stack([layer.usage for layer in self.layers])  # a copy: the snapshot
         threshold = self.layers[0].dead_threshold
         return QuantizerOutput(
@@ -78,6 +67,40 @@ class Residual(nn.Module):
             loss=loss,
             usage=CodebookUsage(codes.detach(), self.codebook_size, running.detach(), threshold),
         )
+
+    def _quantize_layers(self, latent: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Each layer's own forward on successive residuals: latent (..., dim) ->
+        (quantized (..., dim), codes (..., L), loss ())."""
+        residual, quantized = latent, torch.zeros_like(latent)
+        codes, loss = [], latent.new_zeros(())
+        for layer in self.layers:
+            out = layer(residual, with_usage=False)
+            quantized = quantized + out.quantized
+            residual = residual - out.quantized.detach()
+            codes.append(out.codes)
+            loss = loss + out.loss
+        return quantized, torch.stack(codes, dim=-1), loss
+
+    def _quantize_no_grad(self, latent: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`_quantize_layers` without autograd; subclasses override it with faster paths."""
+        return self._quantize_layers(latent)
+
+    def _take_workspace(self, name: str, like: Tensor) -> Tensor:
+        """A buffer shaped like `like`: the one the previous no-grad call left under `name`, or a
+        new one. Taken out of the module while in use, so two threads never share one."""
+        kept = self.__dict__.setdefault("_workspaces", {}).pop(name, None)
+        if kept is None or (kept.shape, kept.dtype, kept.device) != (like.shape, like.dtype, like.device):
+            kept = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+        return kept
+
+    def _keep_workspace(self, name: str, buffer: Tensor) -> None:
+        if buffer.numel() * buffer.element_size() <= WORKSPACE_LIMIT_BYTES:
+            self.__dict__.setdefault("_workspaces", {})[name] = buffer
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_workspaces", None)  # scratch memory: not part of a saved or copied module
+        return state
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
@@ -123,6 +146,47 @@ class ResidualVQ(Residual):
         """Set the Gumbel-softmax temperature of every layer."""
         for layer in self.layers:
             layer.set_temperature(value)
+
+    def _quantize_no_grad(self, latent: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Search, loss and updates layer by layer without the layers' forward: each layer's
+        code vectors are subtracted from one residual buffer kept between calls (so no fresh
+        large tensor per layer), the last layer's never are, and the output is one
+        `embedding_bag` sum over a snapshot of the codebooks taken before any EMA update, as
+        the layers' forward would return. At K 16, batch 4096 on a 2-core CPU a training-mode
+        call took 0.52 ms against 1.2 ms through the layers under glibc's default malloc (whose
+        fresh 1 MiB tensors page-faulted, ~450 faults per call) and 0.57 ms with freed memory
+        retained."""
+        if self.training and any(layer.gradient == "gumbel" for layer in self.layers):
+            return super()._quantize_no_grad(latent)  # Gumbel samples: the layers' own forward
+        flat = latent.float().reshape(-1, self.dim)
+        k, last = self.codebook_size, self.num_layers - 1
+        table = flat.new_empty(self.num_layers * k, self.dim)  # the codebooks as searched
+        residual, gathered = flat, None
+        codes, loss = [], flat.new_zeros(())
+        for i, layer in enumerate(self.layers):
+            prepared = layer.prepare(residual)
+            layer_codes, layer_loss = layer.assign(prepared)
+            codebook = table[i * k : (i + 1) * k].copy_(layer.codebook)
+            if layer.training:
+                layer.update_(prepared, layer_codes)
+            if i < last:
+                if residual is flat:  # the latent itself is never written
+                    residual = self._take_workspace("residual", flat)
+                    torch.sub(flat, torch.index_select(codebook, 0, layer_codes, out=residual), out=residual)
+                else:
+                    gathered = self._take_workspace("gathered", flat) if gathered is None else gathered
+                    residual.sub_(torch.index_select(codebook, 0, layer_codes, out=gathered))
+            codes.append(layer_codes)
+            loss = loss + layer_loss
+        if residual is not flat:
+            self._keep_workspace("residual", residual)
+        if gathered is not None:
+            self._keep_workspace("gathered", gathered)
+        codes = torch.stack(codes, dim=-1)
+        rows = codes + torch.arange(0, self.num_layers * k, k, device=codes.device)  # rows in `table`
+        quantized = F.embedding_bag(rows, table, mode="sum")
+        lead = latent.shape[:-1]
+        return quantized.reshape(*lead, self.dim).to(latent.dtype), codes.reshape(*lead, -1), loss
 
 
 class ResidualFSQ(Residual):

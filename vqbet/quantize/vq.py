@@ -124,12 +124,30 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("temperature", torch.tensor(float(gumbel_temperature)))
 
     # -- lookups ---------------------------------------------------------------------------
-    def _prepare(self, x: Tensor) -> Tensor:
-        return F.normalize(x, dim=-1) if self.cosine else x
+    def _normalize(self, flat: Tensor) -> Tensor:
+        return F.normalize(flat, dim=-1) if self.cosine else flat
+
+    def prepare(self, x: Tensor) -> Tensor:
+        """x (..., D) -> the rows (N, D) the codebook is compared with (unit vectors when cosine).
+        In training mode, the first call k-means-initialises the codebook from them when asked."""
+        flat = self._normalize(x.reshape(-1, self.dim))
+        if self.training and self.kmeans_init and not bool(self.initialized):
+            self._kmeans_init_(flat)
+        return flat
+
+    def assign(self, flat: Tensor) -> tuple[Tensor, Tensor]:
+        """Prepared rows (N, D) -> (codes (N,), loss ()): the nearest codes and the value of the
+        loss forward reports without autograd, weight * mean |x - q|^2, from the search's offsets
+        (sum(offsets) + |x|^2) rather than from the code vectors. Changes no state."""
+        codes, offsets = nearest_code(flat, self.codebook.detach(), self.block_elements)
+        flat_1d = flat.reshape(-1)
+        weight = self.commitment_weight + (0.0 if self.ema else 1.0)
+        sq_error = offsets.sum() + torch.dot(flat_1d, flat_1d)
+        return codes, sq_error.clamp_min_(0.0).mul_(weight / max(flat_1d.numel(), 1))
 
     def encode(self, x: Tensor) -> Tensor:
         """x (..., D) -> codes (...,) of the nearest codebook rows; never changes state."""
-        flat = self._prepare(x.reshape(-1, self.dim))
+        flat = self._normalize(x.reshape(-1, self.dim))
         codes, _ = nearest_code(flat, self.codebook.detach(), self.block_elements)
         return codes.reshape(x.shape[:-1])
 
@@ -161,7 +179,9 @@ class VectorQuantizer(nn.Module):
         self.initialized.fill_(True)
 
     @torch.no_grad()
-    def _update_(self, x: Tensor, codes: Tensor) -> None:
+    def update_(self, x: Tensor, codes: Tensor) -> None:
+        """Training-mode state updates from prepared rows x (N, D) and their codes (N,): running
+        usage, EMA sums and counts (and the codebook they imply), dead-code reset."""
         counts = torch.bincount(codes, minlength=self.codebook_size).float()
         sums = None
         if self.ema:
@@ -206,61 +226,34 @@ class VectorQuantizer(nn.Module):
             self.ema_sum[dead] = seeds * fresh
 
     # -- forward ---------------------------------------------------------------------------
-    def forward(self, x: Tensor, *, out: Tensor | None = None, with_usage: bool = True) -> QuantizerOutput:
+    def forward(self, x: Tensor, *, with_usage: bool = True) -> QuantizerOutput:
         """x (..., D) -> QuantizerOutput(quantized (..., D), codes (...,), loss (), usage (1,)).
 
-        `out`, a float32 buffer shaped like x, receives the quantized values when no gradient is
-        needed (residual quantisers reuse one buffer across layers instead of allocating).
         With `with_usage=False`, usage is None: a residual quantiser measures all layers at once.
         """
         if x.shape[-1] != self.dim:
             raise ValueError(f"VectorQuantizer: expected x (..., {self.dim}), got {tuple(x.shape)}")
         lead = x.shape[:-1]
-        flat = self._prepare(x.reshape(-1, self.dim))
-        if self.training and self.kmeans_init and not bool(self.initialized):
-            self._kmeans_init_(flat)
-
-        use_gumbel = self.gradient == "gumbel" and self.training
-        if use_gumbel:
-            dist = squared_distances(flat, self.codebook)
-            # Distances are measured in units of the batch's mean quantisation error, so the
-            # temperature means the same whatever the latent's scale (raw -dist logits make the
-            # sampling uniform noise when latents are small, and one-hot when they are large).
-            unit = dist.detach().min(dim=1).values.mean().clamp_min(1e-8)
-            logits = -dist / unit
-            soft = F.gumbel_softmax(logits, tau=float(self.temperature), hard=True)  # (N, K)
-            codes = soft.argmax(dim=1)
-            quantized = soft.to(self.codebook.dtype) @ self.codebook
-        else:
-            codes, offsets = nearest_code(flat, self.codebook.detach(), self.block_elements)
-            wants_grad = torch.is_grad_enabled() and (flat.requires_grad or self.codebook.requires_grad)
-            if out is not None and not wants_grad:
-                quantized = torch.index_select(self.codebook, 0, codes, out=out.view(-1, self.dim))
-            else:
-                quantized = F.embedding(codes, self.codebook)
-
-        if torch.is_grad_enabled() and (flat.requires_grad or quantized.requires_grad):
-            loss = self.commitment_weight * F.mse_loss(flat, quantized.detach())
-            if not self.ema:
-                loss = loss + F.mse_loss(quantized, flat.detach())
+        flat = self.prepare(x)
+        wants_grad = torch.is_grad_enabled() and (flat.requires_grad or self.codebook.requires_grad)
+        if self.gradient == "gumbel" and self.training:
+            codes, quantized = self._gumbel_sample(flat)
+            loss = self._loss(flat, quantized)
+            result = quantized  # the gradient flows through the relaxed one-hot
+        elif wants_grad:
+            codes, _ = nearest_code(flat, self.codebook.detach(), self.block_elements)
+            quantized = F.embedding(codes, self.codebook)
+            loss = self._loss(flat, quantized)
             if self.gradient == "rotation":
                 result = rotate_to(flat, quantized)
-            elif use_gumbel:
-                result = quantized  # the gradient flows through the relaxed one-hot
             else:
                 result = flat + (quantized - flat).detach()
-        else:  # no gradient wanted: the same loss value from the search's distances
-            weight = self.commitment_weight + (0.0 if self.ema else 1.0)
-            if use_gumbel:
-                mean_sq_dist = (flat - quantized).square().sum(dim=1).mean()
-            else:  # mean |x - q|^2 from the search: mean(offsets) + mean |x|^2, two reductions
-                n = flat.shape[0]
-                mean_sq_dist = offsets.mean() + torch.linalg.vector_norm(flat).square() / max(n, 1)
-            loss = weight * mean_sq_dist.clamp_min(0.0) / self.dim
-            result = quantized
+        else:
+            codes, loss = self.assign(flat)
+            result = F.embedding(codes, self.codebook)
 
         if self.training:
-            self._update_(flat.detach(), codes)
+            self.update_(flat.detach(), codes)
         usage = None
         if with_usage:
             usage = batch_usage(codes, self.codebook_size, self.usage, self.dead_threshold)
@@ -270,6 +263,24 @@ class VectorQuantizer(nn.Module):
             loss=loss,
             usage=usage,
         )
+
+    def _gumbel_sample(self, flat: Tensor) -> tuple[Tensor, Tensor]:
+        """Hard Gumbel-softmax choice: (codes (N,), code vectors (N, D) carrying the relaxed
+        one-hot's gradient)."""
+        dist = squared_distances(flat, self.codebook)
+        # Distances are measured in units of the batch's mean quantisation error, so the
+        # temperature means the same whatever the latent's scale (raw -dist logits make the
+        # sampling uniform noise when latents are small, and one-hot when they are large).
+        unit = dist.detach().min(dim=1).values.mean().clamp_min(1e-8)
+        soft = F.gumbel_softmax(-dist / unit, tau=float(self.temperature), hard=True)  # (N, K)
+        return soft.argmax(dim=1), soft.to(self.codebook.dtype) @ self.codebook
+
+    def _loss(self, flat: Tensor, quantized: Tensor) -> Tensor:
+        """Commitment term, plus the codebook term when the codebook learns by gradient."""
+        loss = self.commitment_weight * F.mse_loss(flat, quantized.detach())
+        if not self.ema:
+            loss = loss + F.mse_loss(quantized, flat.detach())
+        return loss
 
     @property
     def dead_threshold(self) -> float:
