@@ -2,15 +2,16 @@
 
     python scripts/bench_tokenizer.py            # both tables (a few minutes on 2 cores)
     python scripts/bench_tokenizer.py --quick    # smaller sizes, for a smoke run
+    python scripts/bench_tokenizer.py --skip-quality --sizes small   # the K 16 speed rows only
 
 Table 1 runs our ResidualVQ and vector-quantize-pytorch's ResidualVQ in the same process on the same
 inputs and codebooks, forward only (no autograd), with `--threads` threads, in alternating pairs of
 blocks (each block one untimed call, then three timed): vectors/s are medians, the ratio is the
-median of the per-pair ratios. GFLOP/s counts the
-distance work, 2*K*dim*L per vector, against a float32 matmul of the same (N, dim) x (dim, K) shape
-measured in the same run. The C allocator keeps glibc's defaults, as in a project that imports the
-tokenizer; `--retain-freed-memory` measures under scripts/train.py's setting instead (it speeds up
-vector-quantize-pytorch's many large temporaries more than ours).
+median of the per-pair ratios. GFLOP/s counts the distance work, 2*K*dim*L per vector, against a
+float32 matmul of the same (N, dim) x (dim, K) shape measured in the same run. The C allocator
+keeps glibc's defaults, as in a project that imports the tokenizer; `--retain-freed-memory`
+measures under scripts/train.py's setting instead (it speeds up vector-quantize-pytorch's many
+large temporaries more than ours).
 Table 2 fits ActionTokenizers with each collapse remedy on multimodal 2-D action chunks and reports
 held-out reconstruction error and per-layer codebook usage.
 """
@@ -69,7 +70,11 @@ def copy_codebooks(ours: ResidualVQ, ref) -> None:
             ref_layer._codebook.initted.fill_(True)
 
 
-def speed_table(batches: list[int], repeats: int) -> None:
+SPEED_CONFIGS = {"small": [(64, 16, 2)], "large": [(256, 1024, 8)]}
+"""(dim, K, L) of the speed table's rows, by size."""
+
+
+def speed_table(batches: list[int], repeats: int, sizes: tuple[str, ...] = ("small", "large")) -> None:
     from vector_quantize_pytorch import ResidualVQ as RefResidualVQ
 
     print("\nTable 1: speed, vectors/s (median), ours vs vector-quantize-pytorch ResidualVQ (paired)")
@@ -79,7 +84,7 @@ def speed_table(batches: list[int], repeats: int) -> None:
     )
     print(header)
     print("|---" * 11 + "|")
-    for dim, k, layers in [(64, 16, 2), (256, 1024, 8)]:
+    for dim, k, layers in [config for size in sizes for config in SPEED_CONFIGS[size]]:
         torch.manual_seed(0)
         ours = ResidualVQ(dim=dim, codebook_size=k, num_layers=layers, ema=True, decay=0.99)
         ref = RefResidualVQ(dim=dim, codebook_size=k, num_quantizers=layers, decay=0.99)
@@ -172,6 +177,13 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument(
+        "--sizes",
+        nargs="+",
+        choices=sorted(SPEED_CONFIGS),
+        default=["small", "large"],
+        help="speed-table rows: small (K 16, ~1 min) and/or large (K 1024, ~4 min)",
+    )
+    parser.add_argument(
         "--retain-freed-memory",
         action="store_true",
         help="retain freed memory in the C allocator as scripts/train.py does (default: glibc's "
@@ -182,7 +194,7 @@ def main() -> None:
     allocator = ALLOCATOR if args.retain_freed_memory and retain_freed_memory() else "glibc defaults"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, allocator: {allocator}")
     if not args.skip_speed:
-        speed_table([1024] if args.quick else [4096, 65536], repeats=3 if args.quick else 7)
+        speed_table([1024] if args.quick else [4096, 65536], 3 if args.quick else 7, tuple(args.sizes))
     if not args.skip_quality:
         quality_table(steps=100 if args.quick else 2000, codebook_size=64)
 
