@@ -34,10 +34,8 @@ class CodebookUsage:
         """(L, K) float32 histogram of this pass's codes, one bincount over all layers."""
         k = self._codebook_size
         layers = self._running.numel() // k
-        codes = self._codes.reshape(-1, layers)
-        if layers > 1:
-            codes = codes + torch.arange(0, layers * k, k, device=codes.device)
-        return torch.bincount(codes.reshape(-1), minlength=layers * k).reshape(layers, k).float()
+        rows = stacked_rows(self._codes.reshape(-1, layers), k)
+        return torch.bincount(rows.reshape(-1), minlength=layers * k).reshape(layers, k).float()
 
     @cached_property
     def perplexity(self) -> Tensor:
@@ -85,6 +83,14 @@ class QuantizerOutput:
     loss: Tensor
     usage: CodebookUsage | None
     """None only when the caller asked for no usage (`with_usage=False`)."""
+
+
+def stacked_rows(codes: Tensor, codebook_size: int) -> Tensor:
+    """codes (..., L) -> their rows in the L codebooks stacked into one (L * K) table: code + l * K."""
+    layers = codes.shape[-1]
+    if layers == 1:
+        return codes
+    return codes + torch.arange(0, layers * codebook_size, codebook_size, device=codes.device)
 
 
 def batch_usage(codes: Tensor, codebook_size: int, running: Tensor, threshold: float) -> CodebookUsage:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqbet.quantize.common import CodebookUsage, QuantizerOutput
+from vqbet.quantize.common import CodebookUsage, QuantizerOutput, stacked_rows
 from vqbet.quantize.fsq import FSQ
 from vqbet.quantize.vq import VectorQuantizer
 
@@ -53,8 +53,9 @@ class Residual(nn.Module):
         if x.shape[-1] != self.dim:
             raise ValueError(f"{type(self).__name__}: expected x (..., {self.dim}), got {tuple(x.shape)}")
         latent = self.project_in(x)
-        learns = latent.requires_grad or any(p.requires_grad for p in self.layers.parameters())
-        if torch.is_grad_enabled() and learns:
+        if torch.is_grad_enabled() and (
+            latent.requires_grad or any(p.requires_grad for p in self.layers.parameters())
+        ):
             quantized, codes, loss = self._quantize_layers(latent)
         else:
             with torch.no_grad():
@@ -183,8 +184,7 @@ class ResidualVQ(Residual):
         if gathered is not None:
             self._keep_workspace("gathered", gathered)
         codes = torch.stack(codes, dim=-1)
-        rows = codes + torch.arange(0, self.num_layers * k, k, device=codes.device)  # rows in `table`
-        quantized = F.embedding_bag(rows, table, mode="sum")
+        quantized = F.embedding_bag(stacked_rows(codes, k), table, mode="sum")
         lead = latent.shape[:-1]
         return quantized.reshape(*lead, self.dim).to(latent.dtype), codes.reshape(*lead, -1), loss
 
