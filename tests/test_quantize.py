@@ -180,7 +180,14 @@ def test_residual_decode_equals_quantized_in_eval():
 @pytest.mark.parametrize("layers", [1, 2, 4])
 @pytest.mark.parametrize(
     "options",
-    [dict(ema=True, kmeans_init=True, dead_code_threshold=20.0), dict(ema=True, cosine=True)],
+    [
+        dict(ema=True, kmeans_init=True, dead_code_threshold=20.0),
+        # usage decaying fast: every layer re-seeds codes after the first step, from rows the
+        # update rebuilds from the latent and the codes (layers 2 and 3: two and three steps back)
+        dict(ema=True, kmeans_init=True, dead_code_threshold=20.0, usage_decay=0.5),
+        dict(ema=True, cosine=True, dead_code_threshold=20.0, usage_decay=0.5),
+        dict(ema=True, cosine=True),
+    ],
 )
 def test_residual_no_grad_path_equals_layer_forwards(layers, options):
     """The no-grad path (one kept residual buffer, an embedding_bag output) gives the layers' own

@@ -10,6 +10,7 @@ All fitted state is in buffers, changed in place and only in training mode.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -138,12 +139,17 @@ class VectorQuantizer(nn.Module):
     def assign(self, flat: Tensor) -> tuple[Tensor, Tensor]:
         """Prepared rows (N, D) -> (codes (N,), loss ()): the nearest codes and the value of the
         loss forward reports without autograd, weight * mean |x - q|^2, from the search's offsets
-        (sum(offsets) + |x|^2) rather than from the code vectors. Changes no state."""
+        (see `search_loss`). Changes no state."""
         codes, offsets = nearest_code(flat, self.codebook.detach(), self.block_elements)
-        flat_1d = flat.reshape(-1)
-        weight = self.commitment_weight + (0.0 if self.ema else 1.0)
-        sq_error = offsets.sum() + torch.dot(flat_1d, flat_1d)
-        return codes, sq_error.clamp_min_(0.0).mul_(weight / max(flat_1d.numel(), 1))
+        sq_error = flat.new_empty(1, 2)
+        squared_error_(sq_error[0], offsets, flat)
+        return codes, search_loss(sq_error, self.loss_weight, flat.numel())
+
+    @property
+    def loss_weight(self) -> float:
+        """Weight of mean |x - q|^2 in the loss value: the commitment weight, plus 1 for the
+        codebook term when the codebook learns by gradient."""
+        return self.commitment_weight + (0.0 if self.ema else 1.0)
 
     def encode(self, x: Tensor) -> Tensor:
         """x (..., D) -> codes (...,) of the nearest codebook rows; never changes state."""
@@ -182,40 +188,27 @@ class VectorQuantizer(nn.Module):
     def update_(self, x: Tensor, codes: Tensor) -> None:
         """Training-mode state updates from prepared rows x (N, D) and their codes (N,): running
         usage, EMA sums and counts (and the codebook they imply), dead-code reset."""
-        counts = torch.bincount(codes, minlength=self.codebook_size).float()
+        counts = torch.bincount(codes, minlength=self.codebook_size).float()[None]
         sums = None
         if self.ema:
-            sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, x.float())
-            all_reduce_sum_(sums)
-        all_reduce_sum_(counts)
-        # lerp_ is the EMA a * decay + b * (1 - decay) in one pass (a small codebook's update
-        # is a handful of tiny ops, each costing more in dispatch than in arithmetic).
-        self.usage.lerp_(counts, 1.0 - self.usage_decay)
-        if self.ema:
-            self.ema_count.lerp_(counts, 1.0 - self.decay)
-            self.ema_sum.lerp_(sums, 1.0 - self.decay)
-            self.ema_centres(out=self.codebook)
-        if self.dead_code_threshold > 0:
-            self._reset_dead_(x, batch_rows=int(counts.sum().item()))
+            sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, x.float())[None]
+        update_layers_([self], counts, sums, lambda _, pick: x[pick], x.shape[0])
 
     def ema_centres(self, out: Tensor | None = None) -> Tensor:
         """Codebook implied by the EMA state: sums / Laplace-smoothed counts, shape (K, D),
         written into `out` when given."""
-        n = self.ema_count.sum()
-        smoothed = (self.ema_count + self.eps).mul_(n / (n + self.codebook_size * self.eps))
-        centres = torch.div(self.ema_sum, smoothed[:, None], out=out)
-        if self.cosine:
-            centres.copy_(F.normalize(centres, dim=-1))
-        return centres
+        return _centres(self.ema_count, self.ema_sum, self.eps, self.cosine, out=out)
 
     @torch.no_grad()
-    def _reset_dead_(self, x: Tensor, batch_rows: int) -> None:
+    def _reset_dead_(self, rows: Callable[[Tensor], Tensor], num_rows: int, batch_rows: int) -> None:
+        """Re-seed codes whose running usage fell below the threshold from rows(indices) -> (R, D)
+        of this rank's num_rows prepared inputs; batch_rows counts the rows of all ranks."""
         dead = self.usage < self.dead_code_threshold  # identical on all ranks: usage is reduced
         num_dead = int(dead.sum().item())
         if num_dead == 0:
             return
-        pick = torch.randint(x.shape[0], (num_dead,), device=x.device)
-        seeds = x[pick].float()
+        pick = torch.randint(num_rows, (num_dead,), device=self.usage.device)
+        seeds = rows(pick).float()
         broadcast_(seeds)
         self.codebook.data[dead] = seeds
         # A re-seeded code gets the expected share of a batch, so it has time to win assignments.
@@ -293,3 +286,88 @@ class VectorQuantizer(nn.Module):
             f"kmeans_init={self.kmeans_init}, dead_code_threshold={self.dead_code_threshold}, "
             f"gradient={self.gradient!r}, cosine={self.cosine}"
         )
+
+
+def same_settings(layers: Sequence[VectorQuantizer]) -> bool:
+    """True when `layers` search, weigh their loss and update their state alike (all options but
+    the gradient estimator and the Gumbel temperature): one `update_layers_` call serves them all."""
+    keys = {
+        (
+            q.codebook_size,
+            q.dim,
+            q.commitment_weight,
+            q.ema,
+            q.decay,
+            q.eps,
+            q.usage_decay,
+            q.dead_code_threshold,
+            q.cosine,
+            q.block_elements,
+        )
+        for q in layers
+    }
+    return len(keys) == 1
+
+
+def squared_error_(out: Tensor, offsets: Tensor, flat: Tensor) -> Tensor:
+    """Writes into out (2,) the two sums whose total is sum |x - q|^2 over a search's rows:
+    sum(offsets) (N,) from `nearest_code` and sum |x|^2 over the rows flat (N, D)."""
+    torch.sum(offsets, 0, out=out[0])
+    flat_1d = flat.reshape(-1)
+    torch.dot(flat_1d, flat_1d, out=out[1])
+    return out
+
+
+def search_loss(sq_error: Tensor, weight: float, numel: int) -> Tensor:
+    """Loss value () of L searches from their `squared_error_` sums (L, 2): the sum over layers of
+    weight * mean |x - q|^2, each layer's error clamped at 0 (the offsets' rounding can make a
+    perfect match slightly negative)."""
+    return sq_error.sum(dim=1).clamp_min_(0.0).sum().mul_(weight / max(numel, 1))
+
+
+def update_layers_(
+    layers: Sequence[VectorQuantizer],
+    counts: Tensor,
+    sums: Tensor | None,
+    rows: Callable[[int, Tensor], Tensor],
+    num_rows: int,
+) -> None:
+    """Training-mode state updates of L quantisers with the same settings (`same_settings`) from
+    one batch: running usage, EMA sums and counts (and the codebooks they imply), dead-code reset;
+    what each layer's own update would do, in one pass over all L. Call it without autograd.
+
+    counts (L, K) float32: this rank's assignments per code; sums (L, K, D): per code, the sum of
+    the prepared rows assigned to it (EMA layers, else None); both are summed over DDP ranks here,
+    in place (one collective each for all layers). rows(l, indices) -> layer l's prepared input
+    rows (R, D) at those indices of this rank's num_rows rows: the dead-code seeds.
+    Why together: a small codebook's update is a handful of tiny ops, each costing more in
+    dispatch than in arithmetic, and the foreach ops make them once for all layers.
+    """
+    first = layers[0]
+    all_reduce_sum_(counts)
+    per_layer = list(counts.unbind(0))
+    # lerp_ is the EMA a * decay + b * (1 - decay) in one pass.
+    torch._foreach_lerp_([q.usage for q in layers], per_layer, 1.0 - first.usage_decay)
+    if first.ema:
+        all_reduce_sum_(sums)
+        torch._foreach_lerp_([q.ema_count for q in layers], per_layer, 1.0 - first.decay)
+        torch._foreach_lerp_([q.ema_sum for q in layers], list(sums.unbind(0)), 1.0 - first.decay)
+        count = torch.stack([q.ema_count for q in layers])
+        centres = _centres(count, torch.stack([q.ema_sum for q in layers]), first.eps, first.cosine)
+        torch._foreach_copy_([q.codebook.data for q in layers], list(centres.unbind(0)))
+    if first.dead_code_threshold > 0:
+        batch_rows = int(counts[0].sum().item())
+        for i, layer in enumerate(layers):
+            layer._reset_dead_(lambda pick, i=i: rows(i, pick), num_rows, batch_rows)
+
+
+def _centres(count: Tensor, sums: Tensor, eps: float, cosine: bool, out: Tensor | None = None) -> Tensor:
+    """EMA codebooks: sums (..., K, D) / Laplace-smoothed counts (..., K), on the unit sphere
+    when cosine."""
+    k = count.shape[-1]
+    n = count.sum(dim=-1, keepdim=True)
+    smoothed = (count + eps).mul_(n / (n + k * eps))
+    centres = torch.div(sums, smoothed[..., None], out=out)
+    if cosine:
+        centres.copy_(F.normalize(centres, dim=-1))
+    return centres
