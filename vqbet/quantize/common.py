@@ -164,7 +164,7 @@ def row_min(d: Tensor) -> tuple[Tensor, Tensor]:
     """
     n, k = d.shape
     g = ROW_MIN_GROUP
-    if d.device.type != "cpu" or k < 4 * g or k % g or not d.is_contiguous():
+    if k < 4 * g or k % g or d.device.type != "cpu" or not d.is_contiguous():
         return d.min(dim=1)
     groups = d.view(n, k // g, g)
     best = groups.amin(dim=2).argmin(dim=1)  # (N,): the first group holding the row's minimum

@@ -24,7 +24,7 @@ from vqbet.quantize.vq import (
     VectorQuantizer,
     same_settings,
     search_loss,
-    squared_error_,
+    squared_error,
     update_layers_,
 )
 
@@ -64,7 +64,7 @@ class Residual(nn.Module):
         """x (..., dim) -> QuantizerOutput(quantized (..., dim), codes (..., L), loss (), usage (L,))."""
         if x.shape[-1] != self.dim:
             raise ValueError(f"{type(self).__name__}: expected x (..., {self.dim}), got {tuple(x.shape)}")
-        latent = self.project_in(x)
+        latent = _project(self.project_in, x)
         if not torch.is_grad_enabled():
             quantized, codes, loss = self._quantize_no_grad(latent)
         elif latent.requires_grad or any(p.requires_grad for p in self.layers.parameters()):
@@ -76,7 +76,7 @@ class Residual(nn.Module):
         running = torch.stack([layer.usage for layer in self.layers])
         threshold = self.layers[0].dead_threshold
         return QuantizerOutput(
-            quantized=self.project_out(quantized),
+            quantized=_project(self.project_out, quantized),
             codes=codes,
             loss=loss,
             usage=CodebookUsage(codes, self.codebook_size, running, threshold),
@@ -141,6 +141,12 @@ class Residual(nn.Module):
         return self.project_out(total)
 
 
+def _project(module: nn.Module, x: Tensor) -> Tensor:
+    """module(x), skipping the call of an identity (a module call costs microseconds: a
+    noticeable share of a small quantiser's)."""
+    return x if isinstance(module, nn.Identity) else module(x)
+
+
 class ResidualVQ(Residual):
     """L VectorQuantizers of `codebook_size` codes on successive residuals.
 
@@ -198,13 +204,12 @@ class ResidualVQ(Residual):
         table = torch.cat([layer.codebook.detach() for layer in layers]).float()  # (L*K, D)
         table_t, e_sq = table.t(), table.square().sum(dim=1)
         sums = flat.new_zeros(count, k, self.dim) if self.training and first.ema else None
-        sq_error = flat.new_empty(count, 2)
-        residual, gathered, codes = flat, None, []
+        residual, gathered, codes, errors = flat, None, [], []
         for i, layer in enumerate(layers):
             rows = slice(i * k, (i + 1) * k)
             codebook, prepared = table[rows], layer._normalize(residual)
             layer_codes, offsets = nearest_rows(prepared, table_t[:, rows], e_sq[rows], first.block_elements)
-            squared_error_(sq_error[i], offsets, prepared)
+            errors.append(squared_error(offsets, prepared))
             if sums is not None:  # before the residual buffer is overwritten
                 sums[i].index_add_(0, layer_codes, prepared)
             if i < count - 1:
@@ -232,7 +237,7 @@ class ResidualVQ(Residual):
                 return layers[layer]._normalize(part)
 
             update_layers_(layers, counts, sums, layer_inputs, flat.shape[0])
-        loss = search_loss(sq_error, first.loss_weight, flat.numel())
+        loss = search_loss(torch.stack(errors), first.loss_weight, flat.numel())
         quantized = F.embedding_bag(stacked, table, mode="sum")
         lead = latent.shape[:-1]
         return quantized.reshape(*lead, self.dim).to(latent.dtype), codes.reshape(*lead, -1), loss

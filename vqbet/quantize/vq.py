@@ -141,9 +141,7 @@ class VectorQuantizer(nn.Module):
         loss forward reports without autograd, weight * mean |x - q|^2, from the search's offsets
         (see `search_loss`). Changes no state."""
         codes, offsets = nearest_code(flat, self.codebook.detach(), self.block_elements)
-        sq_error = flat.new_empty(1, 2)
-        squared_error_(sq_error[0], offsets, flat)
-        return codes, search_loss(sq_error, self.loss_weight, flat.numel())
+        return codes, search_loss(squared_error(offsets, flat), self.loss_weight, flat.numel())
 
     @property
     def loss_weight(self) -> float:
@@ -309,20 +307,18 @@ def same_settings(layers: Sequence[VectorQuantizer]) -> bool:
     return len(keys) == 1
 
 
-def squared_error_(out: Tensor, offsets: Tensor, flat: Tensor) -> Tensor:
-    """Writes into out (2,) the two sums whose total is sum |x - q|^2 over a search's rows:
-    sum(offsets) (N,) from `nearest_code` and sum |x|^2 over the rows flat (N, D)."""
-    torch.sum(offsets, 0, out=out[0])
+def squared_error(offsets: Tensor, flat: Tensor) -> Tensor:
+    """sum |x - q|^2 () over a search's rows flat (N, D), from its offsets (N,) (`nearest_code`):
+    sum(offsets) + sum |x|^2."""
     flat_1d = flat.reshape(-1)
-    torch.dot(flat_1d, flat_1d, out=out[1])
-    return out
+    return offsets.sum() + torch.dot(flat_1d, flat_1d)
 
 
-def search_loss(sq_error: Tensor, weight: float, numel: int) -> Tensor:
-    """Loss value () of L searches from their `squared_error_` sums (L, 2): the sum over layers of
+def search_loss(errors: Tensor, weight: float, numel: int) -> Tensor:
+    """Loss value () from L searches' `squared_error`s, (L,) or (): the sum over layers of
     weight * mean |x - q|^2, each layer's error clamped at 0 (the offsets' rounding can make a
-    perfect match slightly negative)."""
-    return sq_error.sum(dim=1).clamp_min_(0.0).sum().mul_(weight / max(numel, 1))
+    perfect match slightly negative). Changes `errors`."""
+    return errors.clamp_min_(0.0).sum().mul_(weight / max(numel, 1))
 
 
 def update_layers_(
@@ -352,9 +348,12 @@ def update_layers_(
         all_reduce_sum_(sums)
         torch._foreach_lerp_([q.ema_count for q in layers], per_layer, 1.0 - first.decay)
         torch._foreach_lerp_([q.ema_sum for q in layers], list(sums.unbind(0)), 1.0 - first.decay)
-        count = torch.stack([q.ema_count for q in layers])
-        centres = _centres(count, torch.stack([q.ema_sum for q in layers]), first.eps, first.cosine)
-        torch._foreach_copy_([q.codebook.data for q in layers], list(centres.unbind(0)))
+        if len(layers) == 1:  # straight into the codebook, without stacking copies
+            _centres(first.ema_count, first.ema_sum, first.eps, first.cosine, out=first.codebook.data)
+        else:
+            count = torch.stack([q.ema_count for q in layers])
+            centres = _centres(count, torch.stack([q.ema_sum for q in layers]), first.eps, first.cosine)
+            torch._foreach_copy_([q.codebook.data for q in layers], list(centres.unbind(0)))
     if first.dead_code_threshold > 0:
         batch_rows = int(counts[0].sum().item())
         for i, layer in enumerate(layers):
