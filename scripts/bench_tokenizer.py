@@ -6,8 +6,8 @@
 
 Table 1 runs our ResidualVQ and vector-quantize-pytorch's ResidualVQ in the same process on the same
 inputs and codebooks, forward only (no autograd), with `--threads` threads, in alternating pairs of
-blocks (each block one untimed call, then three timed): vectors/s are medians, the ratio is the
-median of the per-pair ratios. GFLOP/s counts the distance work, 2*K*dim*L per vector, against a
+blocks (each opens with untimed calls for at least 10 ms, then times three): vectors/s are
+medians, the ratio is the median of the per-pair ratios. GFLOP/s counts the distance work, 2*K*dim*L per vector, against a
 float32 matmul of the same (N, dim) x (dim, K) shape measured in the same run. The C allocator
 keeps glibc's defaults, as in a project that imports the tokenizer; `--retain-freed-memory`
 measures under scripts/train.py's setting instead (it speeds up vector-quantize-pytorch's many
@@ -41,18 +41,27 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+SETTLE_SECONDS = 0.01
+"""Untimed calls that open each block of `paired_seconds`, at least this long."""
+
+
 def paired_seconds(ours, ref, pairs: int, calls: int = 3) -> tuple[float, float, float]:
     """(median s per call of `ours`, of `ref`, median of the per-pair ratios ref / ours): the two
-    run in alternating blocks of `calls` calls, so that each pair sees the same machine speed (this
-    VM drifts by 20-30% from minute to minute, which made separate medians disagree between runs).
-    Each block starts with one untimed call: the first call after switching libraries (or after
-    any pause) ran ~0.3 ms slower on this VM whichever library made it (a K 16 call of ours: 0.55
-    ms in a loop, 0.9 ms right after a vector-quantize-pytorch call or a 6 ms sleep), a cost of
-    the alternation that would otherwise count against the shorter call."""
+    run in alternating blocks of `calls` timed calls, so that each pair sees the same machine speed
+    (this VM drifts by 20-30% from minute to minute, which made separate medians disagree between
+    runs). Each block opens with untimed calls for at least SETTLE_SECONDS: on this VM a call
+    right after switching libraries runs slow, and the next ones recover over several
+    milliseconds whichever library made them (a K 16 training call of ours, median by position
+    after eight vector-quantize-pytorch calls: 1.16, 0.87, 0.83, 0.80 ms, ..., 0.69 ms from the
+    tenth call on; also 0.9 ms after a 6 ms sleep), a cost of the alternation that counted
+    against the shorter call (with one untimed call, ours was timed in calls 2-4)."""
     ours(), ref()  # warm-up
 
     def block(fn) -> float:
+        settled = time.perf_counter() + SETTLE_SECONDS
         fn()
+        while time.perf_counter() < settled:
+            fn()
         start = time.perf_counter()
         for _ in range(calls):
             fn()
