@@ -7,11 +7,11 @@
 Table 1 runs our ResidualVQ and vector-quantize-pytorch's ResidualVQ in the same process on the same
 inputs and codebooks, forward only (no autograd), with `--threads` threads, in alternating pairs of
 blocks (each opens with untimed calls for at least 10 ms, then times three): vectors/s are
-medians, the ratio is the median of the per-pair ratios. GFLOP/s counts the distance work, 2*K*dim*L per vector, against a
-float32 matmul of the same (N, dim) x (dim, K) shape measured in the same run. The C allocator
-keeps glibc's defaults, as in a project that imports the tokenizer; `--retain-freed-memory`
-measures under scripts/train.py's setting instead (it speeds up vector-quantize-pytorch's many
-large temporaries more than ours).
+medians, the ratio is the median of the per-pair ratios. GFLOP/s counts the distance work,
+2*K*dim*L per vector, against a float32 matmul of the same (N, dim) x (dim, K) shape measured in
+the same run. The C allocator keeps glibc's defaults, as in a project that imports the
+tokenizer; `--retain-freed-memory` measures under scripts/train.py's setting instead (it speeds
+up vector-quantize-pytorch's many large temporaries more than ours).
 Table 2 fits ActionTokenizers with each collapse remedy on multimodal 2-D action chunks and reports
 held-out reconstruction error and per-layer codebook usage.
 """
