@@ -345,3 +345,23 @@ def test_codes_match_vector_quantize_pytorch():
         out = ours(x)
     assert torch.equal(out.codes, ref_codes)
     torch.testing.assert_close(out.quantized, ref_quantized, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_search_is_float32_inside_autocast(mode):
+    """Inside a bf16 autocast region a residual quantiser (its no-grad path, and `encode`) picks
+    the codes it picks outside: its distances stay float32 (bf16 distances pick wrong codes)."""
+    torch.manual_seed(0)
+    rvq = ResidualVQ(dim=16, codebook_size=64, num_layers=3, ema=True).train(mode == "train")
+    twin = copy.deepcopy(rvq)
+    x = torch.randn(512, 16)
+    with torch.no_grad():
+        plain = rvq(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            cast = twin(x)
+            encoded = twin.encode(x)
+    assert torch.equal(cast.codes, plain.codes)
+    assert torch.equal(cast.quantized, plain.quantized)
+    assert torch.equal(encoded, rvq.encode(x))
+    for key, value in rvq.state_dict().items():
+        assert torch.equal(twin.state_dict()[key], value), key
