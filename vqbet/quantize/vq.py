@@ -194,8 +194,13 @@ class VectorQuantizer(nn.Module):
 
     def ema_centres(self, out: Tensor | None = None) -> Tensor:
         """Codebook implied by the EMA state: sums / Laplace-smoothed counts, shape (K, D),
-        written into `out` when given."""
-        return _centres(self.ema_count, self.ema_sum, self.eps, self.cosine, out=out)
+        written into `out` when given (the update writes it into the codebook)."""
+        n = self.ema_count.sum()
+        smoothed = (self.ema_count + self.eps).mul_(n / (n + self.codebook_size * self.eps))
+        centres = torch.div(self.ema_sum, smoothed[:, None], out=out)
+        if self.cosine:
+            centres.copy_(F.normalize(centres, dim=-1))
+        return centres
 
     @torch.no_grad()
     def _reset_dead_(self, rows: Callable[[Tensor], Tensor], num_rows: int, batch_rows: int) -> None:
@@ -348,25 +353,9 @@ def update_layers_(
         all_reduce_sum_(sums)
         torch._foreach_lerp_([q.ema_count for q in layers], per_layer, 1.0 - first.decay)
         torch._foreach_lerp_([q.ema_sum for q in layers], list(sums.unbind(0)), 1.0 - first.decay)
-        if len(layers) == 1:  # straight into the codebook, without stacking copies
-            _centres(first.ema_count, first.ema_sum, first.eps, first.cosine, out=first.codebook.data)
-        else:
-            count = torch.stack([q.ema_count for q in layers])
-            centres = _centres(count, torch.stack([q.ema_sum for q in layers]), first.eps, first.cosine)
-            torch._foreach_copy_([q.codebook.data for q in layers], list(centres.unbind(0)))
+        for q in layers:  # each straight into its codebook: no stacked copies
+            q.ema_centres(out=q.codebook.data)
     if first.dead_code_threshold > 0:
         batch_rows = int(counts[0].sum().item())
         for i, layer in enumerate(layers):
             layer._reset_dead_(lambda pick, i=i: rows(i, pick), num_rows, batch_rows)
-
-
-def _centres(count: Tensor, sums: Tensor, eps: float, cosine: bool, out: Tensor | None = None) -> Tensor:
-    """EMA codebooks: sums (..., K, D) / Laplace-smoothed counts (..., K), on the unit sphere
-    when cosine."""
-    k = count.shape[-1]
-    n = count.sum(dim=-1, keepdim=True)
-    smoothed = (count + eps).mul_(n / (n + k * eps))
-    centres = torch.div(sums, smoothed[..., None], out=out)
-    if cosine:
-        centres.copy_(F.normalize(centres, dim=-1))
-    return centres
