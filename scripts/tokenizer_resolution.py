@@ -1,5 +1,5 @@
 """How much of a dataset's action-chunk variance each discretiser leaves for the offset head
-(vqbet.resolution): k-means bins (BeT) against residual codes (VQ-BeT), per chunk length, fitted on
+(vqbet.tokenizers.resolution): k-means bins (BeT) against residual codes (VQ-BeT), per chunk length, fitted on
 most episodes and measured on held-out ones.
 
     python scripts/tokenizer_resolution.py datasets/kitchen_dart.hdf5 --chunks 1 5 10 \
@@ -15,10 +15,10 @@ import time
 import numpy as np
 import torch
 
-from vqbet.acting import to_relative
 from vqbet.data import TrajectoryWindows, load_dataset, split_episodes
-from vqbet.resolution import Discretiser, resolution
-from vqbet.train import TokenizerFitConfig
+from vqbet.policies.acting import to_relative
+from vqbet.tokenizers.fit import TokenizerFitConfig
+from vqbet.tokenizers.resolution import Discretiser, resolution
 
 
 def chunks_of(

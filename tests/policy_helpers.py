@@ -6,7 +6,7 @@ import torch
 from vqbet import ActionTokenizer, TokenizerFitConfig, fit_tokenizer
 from vqbet.data import EpisodeData, TrajectoryWindows
 from vqbet.policies import VQBeTConfig, VQBeTPolicy
-from vqbet.train_policy import PolicyTrainConfig, train_policy
+from vqbet.training.loop import PolicyTrainConfig, train_policy
 
 TA = 4
 

@@ -1,12 +1,10 @@
-"""The import directions of design.md, read from the source with `ast`."""
+"""The layout and import directions of docs/design.md, read from the source with `ast`."""
 
 import ast
 import re
 import subprocess
 import sys
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {p.stem for p in (ROOT / "scripts").glob("*.py")}
@@ -78,24 +76,67 @@ def test_vqbet_imports_without_mujoco_envs_or_the_optional_readers():
     assert out.stdout.strip() == "['bet', 'mlp', 'vqbet']"
 
 
-def test_the_pipeline_is_the_top_layer():
+LAYERS: dict[str, set[str]] = {
+    "checks": set(),
+    "runtime": set(),
+    "progress": set(),
+    "quantize": set(),
+    "io": set(),
+    "nn": {"checks"},
+    "data": {"io", "checks", "progress"},
+    "tokenizers": {"quantize", "nn", "io", "checks", "progress"},
+    "policies": {"tokenizers", "quantize", "nn", "data", "io", "checks", "progress"},
+    "training": {"policies", "nn", "data", "io", "checks", "progress"},
+    "evaluation": {"policies", "data", "io", "checks", "progress"},
+    "pipeline": {
+        "training",
+        "evaluation",
+        "policies",
+        "tokenizers",
+        "nn",
+        "data",
+        "io",
+        "checks",
+        "progress",
+    },
+}
+"""Each part of vqbet (a sub-package or a top-level module) and the other parts it may import: a
+part never imports one above it, so reading any file needs only the files below it."""
+
+
+def _part(file: Path) -> str:
+    parts = file.relative_to(ROOT / "vqbet").parts
+    return parts[0] if len(parts) > 1 else parts[0].removesuffix(".py")
+
+
+def test_every_part_imports_only_the_parts_below_it():
     for file, names in imported_modules(ROOT / "vqbet").items():
-        if ROOT / "vqbet" / "pipeline" not in file.parents:
-            bad = {n for n in names if n.startswith(("vqbet.pipeline", "vqbet.results"))}
-            assert not bad, f"{file} imports {bad}"
+        part = _part(file)
+        if part == "__init__":
+            continue
+        assert part in LAYERS, f"{file}: {part!r} is not a part of the layout (tests/test_layering.py)"
+        used = {n.split(".")[1] for n in names if n.startswith("vqbet.")} - {part}
+        assert used <= LAYERS[part], f"{file} ({part}) imports {sorted(used - LAYERS[part])}"
+        assert "vqbet" not in names, f"{file} imports the vqbet package itself (import the part)"
 
 
-def test_policies_sit_below_training_and_evaluation():
-    for file, names in imported_modules(ROOT / "vqbet" / "policies").items():
-        bad = {n for n in names if n.startswith(("vqbet.train_policy", "vqbet.evaluate", "vqbet.report"))}
-        assert not bad, f"{file} imports {bad}"
+def test_the_top_level_stays_small_and_holds_no_measurement_code():
+    top = sorted(p.name for p in (ROOT / "vqbet").glob("*.py"))
+    assert len(top) <= 8, top
+    for file in (ROOT / "vqbet").rglob("*.py"):
+        assert "benchmark" not in file.name, file
+        assert "argparse" not in roots(imported_modules(file.parent)[file]), f"{file} parses a command line"
 
 
-def test_tokenizer_does_not_import_policy_side():
-    for name in ("tokenizer.py", "kmeans_tokenizer.py", "normalize.py", "checkpoint.py", "config.py"):
-        names = imported_modules(ROOT / "vqbet")[ROOT / "vqbet" / name]
-        bad = {n for n in names if n.startswith(("vqbet.polic", "vqbet.gpt", "vqbet.train"))}
-        assert not bad, f"{name} imports {bad}"
+def test_no_two_modules_share_a_name_at_different_depths_unless_they_share_a_role():
+    # base.py: a seam's interface; common.py: a package's shared helpers; kmeans.py and mlp.py: a
+    # registered family's module is named by its registry key (tokenizers.kmeans, policies.mlp).
+    same_role = {"__init__.py", "base.py", "common.py", "kmeans.py", "mlp.py"}
+    seen: dict[str, Path] = {}
+    for file in sorted((ROOT / "vqbet").rglob("*.py")):
+        if file.name in seen and file.name not in same_role:
+            raise AssertionError(f"{file} and {seen[file.name]} share a name")
+        seen.setdefault(file.name, file)
 
 
 def test_envs_import_no_torch_and_no_vqbet():
@@ -110,22 +151,3 @@ def test_scripts_and_tests_import_no_script_and_edit_no_sys_path():
             bad = roots(names) & (SCRIPTS | {"scripts"})
             assert not bad, f"{file} imports the script(s) {bad}"
             assert not re.search(r"sys\.path\.(insert|append)", file.read_text()), file
-
-
-def test_an_exported_policy_acts_with_torch_alone(tmp_path):
-    from test_policy_contract import fitted
-
-    policy, _ = fitted("vqbet")
-    policy.export(tmp_path / "deploy")
-    obs = torch.randn(4, 3, 2)
-    torch.save(policy.predict_action_chunk(obs), tmp_path / "expected.pt")
-    torch.save(obs, tmp_path / "obs.pt")
-    code = (
-        "import sys; sys.modules['vqbet'] = None\n"  # no vqbet at all in this process
-        "import torch\n"
-        f"program = torch.export.load({str(tmp_path / 'deploy' / 'program.pt2')!r}).module()\n"
-        f"obs = torch.load({str(tmp_path / 'obs.pt')!r})\n"
-        f"expected = torch.load({str(tmp_path / 'expected.pt')!r})\n"
-        "assert torch.equal(program(obs), expected)\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)

@@ -23,7 +23,7 @@ def retain_freed_memory(mmap_threshold_mb: int = 256, trim_threshold_mb: int = 1
     of the heap back to the system beyond its trim threshold, so new activations, image batches
     and distance matrices are zero-filled by the kernel page by page on first touch (a
     PushT-from-pixels run took ~117 million minor page faults). With the blocks kept, a step reuses
-    warm memory (scripts/bench_policy.py's allocator row measures the difference). Freed memory
+    warm memory (benchmarks/bench_policy.py's allocator row measures the difference). Freed memory
     above `trim_threshold_mb` at the top of the heap is still returned to the system.
 
     Returns True when applied, False where the C library is not glibc (macOS, musl): nothing

@@ -3,7 +3,7 @@ bring (`load_dataset`: LeRobot, robomimic, zarr, Minari), windows."""
 
 from vqbet.data.episodes import EpisodeData, check_outliers, validate
 from vqbet.data.formats import FORMATS, export_lerobot, load_dataset
-from vqbet.data.hdf5 import read_hdf5, write_hdf5
+from vqbet.data.formats.hdf5 import read_hdf5, write_hdf5
 from vqbet.data.windows import TrajectoryWindows, split_episodes
 
 __all__ = [

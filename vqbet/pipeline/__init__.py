@@ -17,9 +17,10 @@ from typing import Any
 from vqbet.pipeline.collect import collect
 from vqbet.pipeline.config import EVAL_SEED, RunConfig, check_run_config
 from vqbet.pipeline.convert import convert
-from vqbet.pipeline.evaluation import env_factory, evaluate_and_report, evaluate_checkpoint
-from vqbet.pipeline.training import build_policy, fit_phase_one, train
-from vqbet.train_policy import TrainingDiverged
+from vqbet.pipeline.eval import evaluate_and_report, evaluate_checkpoint
+from vqbet.pipeline.task import TaskConfig, env_factory
+from vqbet.pipeline.train import build_policy, fit_phase_one, train
+from vqbet.training.loop import TrainingDiverged
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged)
 """What bad input, a missing file or a diverged run raise: the scripts print the message alone."""
@@ -38,6 +39,7 @@ def run_cli(job: Callable[[], Any]) -> Any:
 __all__ = [
     "EVAL_SEED",
     "RunConfig",
+    "TaskConfig",
     "build_policy",
     "check_run_config",
     "collect",

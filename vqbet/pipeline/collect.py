@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vqbet.data.hdf5 import HDF5Writer
-from vqbet.metrics import order_entropy
+from vqbet.data.formats.hdf5 import HDF5Writer
+from vqbet.evaluation.metrics import order_entropy
 from vqbet.progress import Progress
 
 _ENV: Any = None  # one env per worker process, reused across its episodes

@@ -8,16 +8,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from vqbet.config import check_ranges, config_from_dict
+from vqbet.checks import check_ranges, config_from_dict
+from vqbet.io.run_dir import RunDir
+from vqbet.pipeline.task import TaskConfig
 from vqbet.policies import Policy
-from vqbet.train import TokenizerFitConfig
-from vqbet.train_policy import PolicyTrainConfig
+from vqbet.tokenizers.fit import TokenizerFitConfig
+from vqbet.training.loop import PolicyTrainConfig
 
 EVAL_SEED = 1_000_000
 """First evaluation seed: disjoint from the demonstration seeds 0..episodes-1."""
 TOP_LEVEL = ("task", "tokenizer", "policy", "seed", "run_dir", "resume", "overwrite", "collect", "data")
 TOP_LEVEL += ("eval", "train", "retain_freed_memory")
-TASK_KEYS = ("name", "env_id", "obs_dim", "action_dim", "obs_window", "action_chunk", "dataset")
 RESUMABLE = ("resume", "overwrite", "retain_freed_memory", "eval.", "collect.", "task.dataset")
 RESUMABLE += ("train.steps", "train.eval_every", "train.checkpoint_every", "train.log_every")
 RESUMABLE += ("train.num_workers", "train.device")
@@ -96,6 +97,10 @@ class RunConfig:
     """A checked main-job config."""
 
     raw: dict[str, Any]
+    """The resolved config as given (what the run folder's config.yaml holds)."""
+    task: TaskConfig
+    run_dir: RunDir
+    seed: int
     policy: Policy
     """Built to check the policy config; training builds its own after seeding."""
     train: PolicyTrainConfig
@@ -123,10 +128,7 @@ def check_run_config(cfg: dict[str, Any], build_policy: Callable[[dict[str, Any]
     unknown = sorted(set(cfg) - set(TOP_LEVEL))
     if unknown:
         problems.append(f"unknown top-level key(s) {unknown}; known: {sorted(TOP_LEVEL)}")
-    task = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
-    missing = [k for k in TASK_KEYS if k not in task]
-    if missing:
-        problems.append(f"task config lacks {missing} (every task sets {list(TASK_KEYS)})")
+    task = attempt(lambda: TaskConfig.from_dict(cfg.get("task"), "task"))
     for key in ("seed",):
         if isinstance(cfg.get(key), bool) or not isinstance(cfg.get(key), int):
             problems.append(f"{key} must be an integer, got {cfg.get(key)!r}")
@@ -139,11 +141,15 @@ def check_run_config(cfg: dict[str, Any], build_policy: Callable[[dict[str, Any]
     collect = attempt(lambda: config_from_dict(CollectConfig, cfg["collect"], "collect"))
     data = attempt(lambda: config_from_dict(DataConfig, cfg["data"], "data"))
     evaluation = attempt(lambda: config_from_dict(EvalConfig, cfg["eval"], "eval"))
-    policy = attempt(lambda: build_policy(cfg)) if not missing else None
+    if not isinstance(cfg.get("run_dir"), str):
+        problems.append(f"run_dir must be a path, got {cfg.get('run_dir')!r}")
+    policy = attempt(lambda: build_policy(cfg)) if task is not None else None
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise ValueError(f"the run's config has {len(problems)} problem(s); nothing was started:\n{listed}")
-    return RunConfig(cfg, policy, train, fit, collect, data, evaluation)
+    return RunConfig(
+        cfg, task, RunDir.of(cfg["run_dir"]), seed, policy, train, fit, collect, data, evaluation
+    )
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqbet.acting import ChunkActing, Observation, as_observation, check_relative_to, state_of, to_relative
-from vqbet.checkpoint import (
+from vqbet.checks import check_literals, config_from_dict
+from vqbet.data import EpisodeData, TrajectoryWindows
+from vqbet.io.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     load_state_strict,
@@ -29,15 +30,20 @@ from vqbet.checkpoint import (
     read_tensors,
     write_folder,
 )
-from vqbet.config import check_literals, config_from_dict
-from vqbet.data import EpisodeData, TrajectoryWindows
-from vqbet.normalize import Normalizer
+from vqbet.nn.normalize import Normalizer
+from vqbet.nn.vision import ImageEncoders, VisionConfig
+from vqbet.policies.acting import (
+    ChunkActing,
+    Observation,
+    as_observation,
+    check_relative_to,
+    state_of,
+    to_relative,
+)
 from vqbet.policies.registry import policy_class
-from vqbet.vision import ImageEncoders, VisionConfig
 
 MODEL_TYPE = "vqbet.policy"
 FORMAT_VERSION = 2
-LEGACY_MODEL_TYPES = {"vqbet.VQBeTPolicy": "vqbet", "vqbet.MLPPolicy": "mlp"}  # format 1
 
 
 @dataclass
@@ -69,7 +75,7 @@ class PolicyConfig:
     """What `select_action` does with a NaN/inf observation: raise, or act on that env's last
     finite observation (warning once)."""
     vision: VisionConfig = field(default_factory=VisionConfig)
-    """Cameras the policy sees besides the state, and their encoder (vqbet.vision); no cameras by
+    """Cameras the policy sees besides the state, and their encoder (vqbet.nn.vision); no cameras by
     default. With cameras, observations are {"state": (..., D), <camera>: (..., H, W, 3) uint8}."""
 
     def __post_init__(self) -> None:
@@ -301,16 +307,11 @@ class Policy(ChunkActing, nn.Module):
 
     def export(self, path: str | os.PathLike, *, max_batch: int = 4096, compiled: bool = False) -> Path:
         """A `torch.export` program of acting (obs window -> chunk) in folder `path`, which
-        `vqbet.export.ExportedPolicy.load` (or any `torch.export.load`) runs without this code;
+        `vqbet.policies.export.ExportedPolicy.load` (or any `torch.export.load`) runs without this code;
         `compiled`: an AOTInductor package of native code instead (faster; this torch and CPU)."""
-        from vqbet.export import export_policy
+        from vqbet.policies.export import export_policy
 
         return export_policy(self, path, max_batch=max_batch, compiled=compiled)
-
-    def upgrade_state(self, tensors: dict[str, Tensor], source: str) -> dict[str, Tensor]:
-        """A checkpoint's tensors in this version's layout (a family rewrites the keys of older
-        layouts it still reads); `source` names the file in errors."""
-        return tensors
 
     @classmethod
     def _from_meta(cls, config: PolicyConfig, meta: dict[str, Any], source: str) -> Policy:
@@ -338,20 +339,14 @@ class Policy(ChunkActing, nn.Module):
                 )
         policy = klass._from_meta(config, meta, source)
         weights = str(Path(path) / WEIGHTS_FILE)
-        load_state_strict(policy, policy.upgrade_state(read_tensors(path), weights), weights)
+        load_state_strict(policy, read_tensors(path), weights)
         policy.metadata = dict(meta.get("metadata") or {})
         return policy.to(map_location).eval()
 
 
 def _family(meta: dict[str, Any], source: str) -> str:
-    """The family a checkpoint's config.json names (format 2, or format 1 by its model_type)."""
+    """The family a checkpoint's config.json names."""
     model_type, version = meta.get("model_type"), meta.get("format_version")
-    if model_type in LEGACY_MODEL_TYPES and version == 1:
-        family = LEGACY_MODEL_TYPES[model_type]
-        if family == "vqbet" and meta.get("tokenizer_type") == "kmeans":
-            family = "bet"
-            meta["policy"] = {**meta["policy"], "num_bins": meta["tokenizer"]["num_bins"]}
-        return family
     if model_type != MODEL_TYPE or version != FORMAT_VERSION:
         raise ValueError(
             f"{source}: not a vqbet policy checkpoint of format {FORMAT_VERSION} "

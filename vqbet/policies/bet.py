@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vqbet.kmeans_tokenizer import KMeansTokenizer, KMeansTokenizerConfig
 from vqbet.policies.registry import register_policy
 from vqbet.policies.vqbet import VQBeTConfig, VQBeTPolicy
-from vqbet.tokenizer import ChunkTokenizer
+from vqbet.tokenizers import ChunkTokenizer
+from vqbet.tokenizers.kmeans import KMeansTokenizer, KMeansTokenizerConfig
 
 
 @dataclass

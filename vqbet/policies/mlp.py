@@ -10,12 +10,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vqbet.acting import Observation, state_of, to_absolute, to_relative
 from vqbet.data import TrajectoryWindows
-from vqbet.normalize import Normalizer
+from vqbet.nn.mlp import mlp
+from vqbet.nn.normalize import Normalizer
+from vqbet.policies.acting import Observation, state_of, to_absolute, to_relative
 from vqbet.policies.base import Policy, PolicyConfig, masked_mean
 from vqbet.policies.registry import register_policy
-from vqbet.tokenizer import mlp
 
 
 @dataclass

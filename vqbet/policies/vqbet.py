@@ -8,7 +8,6 @@ encode, decode and the offset until `_predict_chunk` returns raw actions.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,20 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqbet.acting import Observation, state_of, to_absolute, to_relative
 from vqbet.data import TrajectoryWindows
-from vqbet.gpt import GPT
-from vqbet.heads import PredictionHeads
-from vqbet.kmeans_tokenizer import KMeansTokenizer, KMeansTokenizerConfig
+from vqbet.nn.gpt import GPT
+from vqbet.nn.heads import PredictionHeads
+from vqbet.policies.acting import Observation, state_of, to_absolute, to_relative
 from vqbet.policies.base import Policy, PolicyConfig, masked_mean
 from vqbet.policies.registry import register_policy
-from vqbet.tokenizer import ActionTokenizer, ChunkTokenizer, TokenizerConfig
-from vqbet.train import TokenizerFitConfig, fit_tokenizer
-
-TOKENIZERS: dict[str, tuple[type[ChunkTokenizer], Any]] = {
-    "rvq": (ActionTokenizer, TokenizerConfig),
-    "kmeans": (KMeansTokenizer, KMeansTokenizerConfig),
-}
+from vqbet.tokenizers import ChunkTokenizer, TokenizerFitConfig, tokenizer_class
 
 
 @dataclass
@@ -125,7 +117,7 @@ def sample_codes(logits: Tensor, temperature: float, min_p: float = 0.0) -> Tens
 
 @register_policy("vqbet")
 class VQBeTPolicy(Policy):
-    """VQ-BeT over any `ChunkTokenizer` (an ActionTokenizer by default)."""
+    """VQ-BeT over any `ChunkTokenizer` (residual VQ by default; BeT is the same over k-means bins)."""
 
     config_class = VQBeTConfig
     config: VQBeTConfig
@@ -176,27 +168,20 @@ class VQBeTPolicy(Policy):
 
     @classmethod
     def build(cls, policy: dict[str, Any], tokenizer: dict[str, Any] | None = None) -> VQBeTPolicy:
+        """From plain dicts: the policy's fields, and the tokenizer's: its registered `name`
+        ("rvq" when absent) and its config fields (action_dim and chunk_size come from the policy)."""
         config = cls.config_class.from_dict(policy, f"policy config ({cls.name})")
-        frame = dict(action_dim=config.action_dim, chunk_size=config.action_chunk)
-        tok = TokenizerConfig.from_dict({**(tokenizer or {}), **frame}, "tokenizer config")
-        return cls(config, ActionTokenizer(tok))
+        fields = dict(tokenizer or {})
+        family = tokenizer_class(fields.pop("name", "rvq"))
+        fields.update(action_dim=config.action_dim, chunk_size=config.action_chunk)
+        return cls(config, family(family.config_class.from_dict(fields, "tokenizer config")))
 
     @classmethod
     def _from_meta(cls, config: PolicyConfig, meta: dict[str, Any], source: str) -> VQBeTPolicy:
-        kind = meta.get("tokenizer_type", "rvq")
-        if kind not in TOKENIZERS or not isinstance(meta.get("tokenizer"), dict):
-            raise ValueError(
-                f"{source}: needs a 'tokenizer' object and a tokenizer_type in {sorted(TOKENIZERS)}"
-            )
-        tokenizer_cls, config_cls = TOKENIZERS[kind]
-        return cls(config, tokenizer_cls(config_cls.from_dict(meta["tokenizer"], source)))
+        return cls(config, ChunkTokenizer.from_meta(meta, source))
 
     def meta(self) -> dict[str, Any]:
-        return {
-            **super().meta(),
-            "tokenizer": dataclasses.asdict(self.tokenizer.config),
-            "tokenizer_type": self.tokenizer.tokenizer_type,
-        }
+        return {**super().meta(), **self.tokenizer.meta()}
 
     @property
     def network(self) -> nn.Module:
@@ -212,15 +197,11 @@ class VQBeTPolicy(Policy):
         log_dir: str | os.PathLike | None = None,
         progress: bool = True,
     ) -> dict[str, Any]:
-        """Observation normaliser, then the tokenizer on every action chunk of `windows` (in the
-        policy's frame): `fit_tokenizer` for an ActionTokenizer, k-means for bins."""
+        """Observation normaliser, then the tokenizer (its own `fit`) on every action chunk of
+        `windows` in the policy's frame."""
         super().fit_statistics(windows)
         chunks = self.chunks_in_frame(windows)
-        if isinstance(self.tokenizer, KMeansTokenizer):
-            return self.tokenizer.fit(chunks, seed=seed)
-        fit = dataclasses.replace(tokenizer_fit or TokenizerFitConfig(), seed=seed)
-        history = fit_tokenizer(self.tokenizer, chunks, fit, log_dir=log_dir, progress=progress)
-        return {**history[-1], "history": history}
+        return self.tokenizer.fit(chunks, seed=seed, config=tokenizer_fit, log_dir=log_dir, progress=progress)
 
     def freeze_statistics(self) -> None:
         """The tokenizer stops learning and stays in eval mode from now on."""
@@ -255,12 +236,6 @@ class VQBeTPolicy(Policy):
             tokens = torch.cat([self.goal_embed(goal)[:, None], tokens], dim=1)
         feats = self.gpt(tokens, last_only)
         return feats[:, 1:] if self.goal_embed is not None and not last_only else feats
-
-    def upgrade_state(self, tensors: dict[str, Tensor], source: str) -> dict[str, Tensor]:
-        """Checkpoints of the per-head layout (before `PredictionHeads`) load into this one, the
-        joint code head (sequential_codes=false) included."""
-        PredictionHeads.from_legacy(tensors, "", self.heads)
-        return tensors
 
     def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         """Training loss and metrics (per-layer code accuracy, offset error) on a batch of windows."""

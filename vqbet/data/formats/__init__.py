@@ -23,11 +23,11 @@ import h5py
 
 from vqbet.data.episodes import EpisodeData
 from vqbet.data.formats.common import ImageKeys, camera_keys, pick
+from vqbet.data.formats.hdf5 import read_hdf5
 from vqbet.data.formats.lerobot import read_lerobot
 from vqbet.data.formats.lerobot_export import export_lerobot
 from vqbet.data.formats.robomimic import read_robomimic
 from vqbet.data.formats.zarr_buffer import read_zarr
-from vqbet.data.hdf5 import read_hdf5
 
 FORMATS = ("hdf5", "robomimic", "zarr", "lerobot", "minari")
 
@@ -67,7 +67,7 @@ def detect_format(source: str | os.PathLike) -> str:
 
 
 def _read_minari(source: str | os.PathLike, obs_keys: list[str] | None) -> EpisodeData:
-    from vqbet.data.minari_io import read_minari
+    from vqbet.data.formats.minari import read_minari
 
     path = Path(source)
     if not path.exists():

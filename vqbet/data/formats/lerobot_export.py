@@ -1,6 +1,6 @@
 """Write demonstrations as a LeRobotDataset v3.0 folder (one data file, one episodes file, the
 camera as one mp4), so that collections made here can be shared on the hub and read by LeRobot.
-The folder is written beside its final name and swapped in whole (vqbet.atomic)."""
+The folder is written beside its final name and swapped in whole (vqbet.io.atomic)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from vqbet.atomic import clean_stale, replace_folder, temp_prefix
 from vqbet.data.episodes import EpisodeData
 from vqbet.data.formats.common import optional
 from vqbet.data.formats.lerobot import ENV_STATE_KEY
+from vqbet.io.atomic import clean_stale, replace_folder, temp_prefix
 
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"

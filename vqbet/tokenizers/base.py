@@ -1,0 +1,232 @@
+"""The chunk tokenizer interface and its registry.
+
+A tokenizer maps action chunks (B, T, A) in raw units to integer tokens (B, L) and back. It
+normalises its own input (statistics in buffers) and records the frame its chunks live in
+(`config.relative_to`), so a tokenizer saved on its own says what its tokens mean. Every family
+fits, encodes, decodes, saves and loads the same way; policies use only this interface.
+
+A new family is one module: a `ChunkTokenizer` subclass with `@register_tokenizer("name")`, a
+config dataclass (`config_class`, with `action_dim`, `chunk_size`, `relative_to` and a `from_dict`)
+and `fit`, `encode_normalized`, `decode_normalized`. `tokenizer_class("name")` imports
+`vqbet.tokenizers.<name>` on first use, as `policy_class` does for policies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vqbet.io.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_state_strict,
+    read_json,
+    read_tensors,
+    write_folder,
+)
+from vqbet.nn.normalize import Normalizer
+
+MODEL_TYPE = "vqbet.tokenizer"
+FORMAT_VERSION = 1
+
+TOKENIZERS: dict[str, type[ChunkTokenizer]] = {}
+"""Registered tokenizer families by name (what configs and checkpoints call `tokenizer_type`)."""
+
+T = TypeVar("T", bound="type[ChunkTokenizer]")
+
+
+def register_tokenizer(name: str):
+    """Class decorator: register a ChunkTokenizer subclass as family `name` (sets `tokenizer_type`)."""
+
+    def add(cls: T) -> T:
+        if name in TOKENIZERS and TOKENIZERS[name] is not cls:
+            raise ValueError(f"tokenizer {name!r} is already registered by {TOKENIZERS[name].__qualname__}")
+        cls.tokenizer_type = name
+        TOKENIZERS[name] = cls
+        return cls
+
+    return add
+
+
+def tokenizer_class(name: str) -> type[ChunkTokenizer]:
+    """The class of tokenizer family `name`; imports `vqbet.tokenizers.<name>` if not registered yet."""
+    if name not in TOKENIZERS and isinstance(name, str) and name.isidentifier():
+        try:
+            importlib.import_module(f"vqbet.tokenizers.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"vqbet.tokenizers.{name}":
+                raise
+    if name not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {name!r}; registered: {sorted(TOKENIZERS)}")
+    return TOKENIZERS[name]
+
+
+def as_chunks(chunks: Tensor | np.ndarray) -> Tensor:
+    """Chunks as given (tensor or array) -> a float32 tensor (N, T, A) (shape checked by the caller)."""
+    data = chunks if isinstance(chunks, Tensor) else torch.as_tensor(np.asarray(chunks))
+    return data.to(torch.float32)
+
+
+class ChunkTokenizer(nn.Module):
+    """Action chunks (B, T, A) <-> tokens (B, L) int64 in [0, codebook_size).
+
+    What a policy uses: `config` (with `chunk_size`, `action_dim`, `relative_to`), `num_layers`
+    (L, tokens per chunk), `codebook_size` (K, values per token), a `normalizer`, `fit`, and
+    tokens to and from *normalised* chunks (`encode_normalized`, `decode_normalized`): a policy
+    normalises a chunk once and stays in that space until it returns raw actions. `encode` and
+    `decode` are the raw-unit views for users; the input checks they share live here.
+    """
+
+    tokenizer_type: ClassVar[str]
+    """Name of this family in the registry, configs and checkpoints ("rvq", "kmeans")."""
+    config_class: ClassVar[type]
+    """The family's config dataclass."""
+    config: Any
+    normalizer: Normalizer
+    num_layers: int
+    codebook_size: int
+
+    def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        """`Family(config)`, `Family(**config_fields)`, or `Family(config, **fields_to_replace)`."""
+        super().__init__()
+        if config is None:
+            config = self.config_class(**kwargs)
+        elif kwargs:
+            config = dataclasses.replace(config, **kwargs)
+        if not isinstance(config, self.config_class):
+            raise ValueError(
+                f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(config).__name__}"
+            )
+        self.config = config
+        self.normalizer = Normalizer(config.action_dim, mode=config.normalization)
+
+    @property
+    def tokens_per_chunk(self) -> int:
+        """L: tokens one chunk encodes to."""
+        return self.num_layers
+
+    @property
+    def vocab_size(self) -> int:
+        """K: values each token takes, [0, K)."""
+        return self.codebook_size
+
+    # -- the family's part -------------------------------------------------------------------
+    def fit(
+        self,
+        chunks: Tensor | np.ndarray,
+        *,
+        seed: int = 0,
+        config: Any = None,
+        log_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> dict[str, Any]:
+        """Fit the normaliser and the tokens on chunks (N, T, A) in raw units; returns the final
+        metrics (`reconstruction_loss`, `used_fraction/<l>`, and `history` for families trained by
+        gradient steps). `config` says how to train where a family has such a loop
+        (ActionTokenizer: a TokenizerFitConfig); families fitted in closed form ignore it, as they
+        ignore `log_dir` (tensorboard curves) and `progress` (a progress bar)."""
+        raise NotImplementedError
+
+    def encode_normalized(self, chunks: Tensor) -> Tensor:
+        """Normalised chunks (B, T, A) -> tokens (B, L) int64; never changes state."""
+        raise NotImplementedError
+
+    def decode_normalized(self, codes: Tensor) -> Tensor:
+        """Tokens (B, L) -> normalised chunks (B, T, A)."""
+        raise NotImplementedError
+
+    # -- raw units -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, actions: Tensor) -> Tensor:
+        """actions (B, T, A) raw -> tokens (B, L) int64. Never changes state, in either mode."""
+        self.check_actions(actions)
+        return self.encode_normalized(self.normalizer.normalize(actions))
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """tokens (B, L) int64 -> actions (B, T, A) raw."""
+        self.check_codes(codes)
+        return self.normalizer.unnormalize(self.decode_normalized(codes))
+
+    def check_actions(self, actions: Tensor, name: str = "actions") -> None:
+        """Raise ValueError unless `actions` is a finite float tensor of shape (B, T, A)."""
+        c = self.config
+        if not isinstance(actions, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(actions).__name__}")
+        if actions.ndim != 3 or tuple(actions.shape[1:]) != (c.chunk_size, c.action_dim):
+            raise ValueError(
+                f"{name} must have shape (B, {c.chunk_size}, {c.action_dim}) "
+                f"(batch, chunk_size, action_dim), got {tuple(actions.shape)}"
+            )
+        if not actions.is_floating_point():
+            raise ValueError(f"{name} must be floating point, got {actions.dtype}")
+        if not bool(torch.isfinite(actions).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+
+    def check_codes(self, codes: Tensor) -> None:
+        """Raise ValueError unless `codes` is an integer tensor (B, L) with values in [0, K)."""
+        if not isinstance(codes, Tensor) or codes.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"codes must be an int64 tensor, got {getattr(codes, 'dtype', type(codes))}")
+        if codes.ndim != 2 or codes.shape[1] != self.num_layers:
+            raise ValueError(f"codes must have shape (B, {self.num_layers}), got {tuple(codes.shape)}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.codebook_size}), got values outside it")
+
+    # -- persistence ---------------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        """What identifies this tokenizer in a config.json: its family and its config."""
+        return {"tokenizer_type": self.tokenizer_type, "tokenizer": dataclasses.asdict(self.config)}
+
+    @staticmethod
+    def from_meta(meta: dict[str, Any], source: str) -> ChunkTokenizer:
+        """An unfitted tokenizer of the family and config `meta` (from `meta()`) names."""
+        kind, fields = meta.get("tokenizer_type"), meta.get("tokenizer")
+        if not isinstance(kind, str) or not isinstance(fields, dict):
+            raise ValueError(f"{source}: needs a 'tokenizer_type' name and a 'tokenizer' object")
+        try:
+            cls = tokenizer_class(kind)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
+        return cls(cls.config_class.from_dict(fields, source))
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write `config.json` + `model.safetensors` to folder `path`, atomically."""
+        meta = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, **self.meta()}
+        return write_folder(
+            path, json_files={CONFIG_FILE: meta}, tensor_files={WEIGHTS_FILE: self.state_dict()}
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"
+    ) -> ChunkTokenizer:
+        """Load a tokenizer saved by `save_pretrained` (JSON and safetensors only: nothing in the
+        folder is executed). On `ChunkTokenizer` it loads any family; on a family, only that one."""
+        meta = read_json(path)
+        source = str(Path(path) / CONFIG_FILE)
+        if meta.get("model_type") != MODEL_TYPE:
+            raise ValueError(f"{source}: model_type is {meta.get('model_type')!r}, expected {MODEL_TYPE!r}")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{source}: format_version {meta.get('format_version')!r} is not supported "
+                f"(this vqbet reads {FORMAT_VERSION})"
+            )
+        tokenizer = cls.from_meta(meta, source)
+        if not isinstance(tokenizer, cls):
+            raise ValueError(
+                f"{source}: holds a {tokenizer.tokenizer_type!r} tokenizer, not a {cls.__name__}; "
+                "vqbet.load_tokenizer loads any family"
+            )
+        load_state_strict(tokenizer, read_tensors(path), str(Path(path) / WEIGHTS_FILE))
+        return tokenizer.to(map_location).eval()
+
+
+def load_tokenizer(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ChunkTokenizer:
+    """Any registered tokenizer saved by `save_pretrained`, by the family its config.json names."""
+    return ChunkTokenizer.from_pretrained(path, map_location)

@@ -1,0 +1,96 @@
+"""BeT's action bins as a tokenizer: k-means centres of normalised action chunks, one code per chunk.
+
+With it, VQBeTPolicy becomes BeT (Shafiullah et al. 2022): a bin classifier plus an offset conditioned
+on the bin, on the same transformer. Fitted centres are buffers, so they are saved with the policy
+(miniBET kept them outside the state dict and lost them on load).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vqbet.checks import check_literals, config_from_dict
+from vqbet.quantize import kmeans, nearest_code
+from vqbet.tokenizers.base import ChunkTokenizer, as_chunks, register_tokenizer
+
+
+@dataclass
+class KMeansTokenizerConfig:
+    """Everything that defines a KMeansTokenizer; saved in the policy's config.json."""
+
+    action_dim: int = 2
+    """A: size of one action."""
+    chunk_size: int = 1
+    """T: actions per chunk (BeT used single actions)."""
+    num_bins: int = 64
+    """K: k-means centres."""
+    kmeans_iters: int = 50
+    """Lloyd iterations of the fit."""
+    normalization: Literal["meanstd", "minmax"] = "meanstd"
+    """How raw actions are normalised before clustering."""
+    relative_to: list[int] = field(default_factory=list)
+    """The frame of the chunks (see TokenizerConfig.relative_to)."""
+
+    def __post_init__(self) -> None:
+        check_literals(self)
+        self.relative_to = [int(i) for i in self.relative_to]
+        if self.num_bins < 2:
+            raise ValueError(f"KMeansTokenizerConfig: num_bins must be >= 2, got {self.num_bins}")
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> KMeansTokenizerConfig:
+        """Build from a dict, naming unknown keys instead of failing with a TypeError."""
+        return config_from_dict(cls, data, source)
+
+
+@register_tokenizer("kmeans")
+class KMeansTokenizer(ChunkTokenizer):
+    """encode: (B, T, A) -> (B, 1) nearest bin; decode: (B, 1) -> (B, T, A) bin centre."""
+
+    config_class = KMeansTokenizerConfig
+    config: KMeansTokenizerConfig
+
+    def __init__(self, config: KMeansTokenizerConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        c = self.config
+        self.register_buffer("centres", torch.zeros(c.num_bins, c.chunk_size * c.action_dim))
+        self.num_layers = 1
+        self.codebook_size = c.num_bins
+
+    @torch.no_grad()
+    def fit(
+        self,
+        chunks: Tensor | np.ndarray,
+        *,
+        seed: int = 0,
+        config: Any = None,
+        log_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> dict[str, Any]:
+        """Fit the normaliser and the bins on chunks (N, T, A) by k-means (`config.kmeans_iters`
+        Lloyd iterations from seed `seed`); returns the mean squared error per normalised entry.
+        A gradient-fit `config`, `log_dir` and `progress` do not apply and are ignored."""
+        data = as_chunks(chunks)
+        self.check_actions(data, name="chunks")
+        self.normalizer.fit(data)
+        flat = self.normalizer.normalize(data).reshape(data.shape[0], -1)
+        g = torch.Generator().manual_seed(seed)
+        centres, counts = kmeans(flat, self.config.num_bins, iters=self.config.kmeans_iters, generator=g)
+        self.centres.copy_(centres)
+        _, offsets = nearest_code(flat, centres)
+        mse = (offsets + flat.square().sum(1)).mean().item() / flat.shape[1]
+        return {"reconstruction_loss": mse, "used_fraction/0": float((counts > 0).float().mean())}
+
+    @torch.no_grad()
+    def encode_normalized(self, chunks: Tensor) -> Tensor:
+        return nearest_code(chunks.reshape(chunks.shape[0], -1), self.centres)[0][:, None]
+
+    def decode_normalized(self, codes: Tensor) -> Tensor:
+        c = self.config
+        return self.centres[codes[:, 0]].view(-1, c.chunk_size, c.action_dim)
