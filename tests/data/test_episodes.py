@@ -177,16 +177,6 @@ def test_the_writer_refuses_mismatched_episodes_and_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_single_image_of_an_earlier_file_is_the_camera_named_image(tmp_path):
-    data = random_data()
-    path = write_hdf5(tmp_path / "d.hdf5", data)
-    frames = np.random.default_rng(0).integers(0, 255, size=(data.num_steps, 4, 4, 3), dtype=np.uint8)
-    with h5py.File(path, "a") as f:
-        f.create_dataset("image", data=frames)
-    back = read_hdf5(path, load_images=True)
-    assert list(back.images) == ["image"] and np.array_equal(back.image, frames)
-
-
 def test_minari_round_trip_is_exact(tmp_path):
     pytest.importorskip("minari")
     from vqbet.data.formats.minari import export_minari, read_minari

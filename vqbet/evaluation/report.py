@@ -14,6 +14,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from vqbet.io.run_dir import RunDir
+
 
 def tile(frames: list[np.ndarray], columns: int) -> np.ndarray:
     """Frames (H, W, 3) -> one grid image, row-major, blank cells black."""
@@ -125,7 +127,7 @@ def _number(value: float | None, digits: int = 2) -> str:
 
 def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
     """results.json and a short report.md in `run_dir`."""
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    RunDir.of(run_dir).results.write_text(json.dumps(results, indent=2, default=str))
     s = results["summary"]
     low, high = s["success_ci95"]
     lines = [
@@ -164,7 +166,7 @@ def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
 
 def write_offline_report(run_dir: Path, results: dict[str, Any]) -> Path:
     """results.json and report.md of a run judged on held-out demonstrations (no simulator)."""
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    RunDir.of(run_dir).results.write_text(json.dumps(results, indent=2, default=str))
     m = results["offline"]
     samples = m["samples"]
     lines = [

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from vqbet.evaluation.metrics import difference_interval, wilson_interval
+from vqbet.io.run_dir import RunDir
 
 # Summary keys that are not task progress metrics.
 _NOT_METRICS = {"mean_length", "mean_success", "mean_unstable"}
@@ -39,8 +40,8 @@ _ACTING = {"temperature": None, "min_p": 0.0, "execution": None, "execute_steps"
 def load_run(run: Path, eval_name: str | None) -> dict[str, Any] | None:
     """The results of one run folder, with `train_seconds` from its training results and
     `source` (the results.json read). None when the run has not finished."""
-    trained = run / "results.json"
-    source = run / "eval" / eval_name / "results.json" if eval_name else trained
+    trained = RunDir.of(run).results
+    source = RunDir.of(run).evaluation(eval_name) / "results.json" if eval_name else trained
     if not source.exists():
         source = trained
     if not source.exists():
@@ -64,7 +65,7 @@ def _setting(run: Path, results: dict[str, Any]) -> str:
     """How a run's episodes were played: its config's acting options, a re-evaluation's overrides
     on top, and the first evaluation seed, as text ("" when nothing is known)."""
     policy: dict[str, Any] = {}
-    config = run / "config.yaml"
+    config = RunDir.of(run).config
     if config.exists():
         try:
             policy = (yaml.safe_load(config.read_text()) or {}).get("policy") or {}
@@ -72,7 +73,7 @@ def _setting(run: Path, results: dict[str, Any]) -> str:
             raise ValueError(f"{config}: not valid YAML ({err})") from None
     acting = {k: policy.get(k, default) for k, default in _ACTING.items()}
     acting.update(results.get("act") or {})
-    # execute_steps 0 (the whole chunk) is what every run did before the option existed: unsaid.
+    # execute_steps 0 (the whole chunk) is the default: left unsaid.
     parts = [
         f"{k} {_as_float(v)}" for k, v in acting.items() if v is not None and (k != "execute_steps" or v)
     ]

@@ -48,6 +48,11 @@ class RunDir:
         return self.root / "train_history.json"
 
     @property
+    def results(self) -> Path:
+        """The final evaluation's results.json (an evaluation's own folder has one too)."""
+        return self.root / "results.json"
+
+    @property
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
 

@@ -10,11 +10,11 @@ from torch import Tensor, nn
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout with a cheaper CPU mask. nn.Dropout's `bernoulli_` (and `rand_like`, which
-    replaced it here first) draws one random number per element, 17% (then ~5%) of a CPU training
-    step. Here each 64-bit draw of the global generator gives four 16-bit lanes, an element kept
-    where its lane is >= the p-quantile: the drop probability is p rounded to 1/65536, and the
-    mask costs a quarter of the draws. CUDA keeps the fused kernel."""
+    """nn.Dropout with a cheaper CPU mask. nn.Dropout's `bernoulli_` (as `rand_like`) draws one
+    random number per element, a large share of a CPU training step. Here each 64-bit draw of
+    the global generator gives four 16-bit lanes, an element kept where its lane is >= the
+    p-quantile: the drop probability is p rounded to 1/65536, and the mask costs a quarter of the
+    draws. CUDA keeps the fused kernel."""
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0 or x.is_cuda:
@@ -60,11 +60,12 @@ class CausalSelfAttention(nn.Module):
 
     def _explicit_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Causal attention (B, nh, T, hs) x3 -> (B, nh, T, hs) as bmm, softmax, bmm. For training on
-        CPU at these short windows (T <= ~10) this is 1.5-4x faster than scaled_dot_product_attention
+        CPU at these short windows (T <= ~10) it is faster than scaled_dot_product_attention
         forward + backward (its fused CPU kernel's backward; with dropout, its math path's bernoulli_
-        mask and safe-softmax checks); acting (no grad) keeps the fused kernel, faster there. Scores
-        are laid out keys first, (B nh, T keys, T queries): the CPU softmax over a dimension that
-        is not the innermost vectorises across queries, 2-4x faster than over 10 innermost keys."""
+        mask and safe-softmax checks; benchmarks/bench_policy.py measures both); acting (no grad)
+        keeps the fused kernel, faster there. Scores are laid out keys first, (B nh, T keys,
+        T queries): the CPU softmax over a dimension that is not the innermost vectorises across
+        queries, where over 10 innermost keys it would not."""
         b, nh, t, hs = q.shape
         bias = torch.full((t, t), float("-inf"), device=q.device).tril(-1)  # -inf: key after query
         scores = torch.baddbmm(

@@ -10,7 +10,7 @@ multiplied by zero), then each head's second and output layer on its block of th
 teacher forcing (training: every code is known) the first layers are one large matmul instead of
 L + 1 small ones; acting samples the codes one layer at a time and reuses the shared part.
 
-Biases are stored flat (1-D), so AdamW's decay groups (`vqbet.tokenizers.fit.decay_groups`) leave them
+Biases are stored flat (1-D), so AdamW's decay groups (`vqbet.nn.optim.decay_groups`) leave them
 undecayed as they did the per-head `nn.Linear` biases.
 """
 
@@ -105,7 +105,7 @@ class PredictionHeads(nn.Module):
         first = F.gelu(torch.addmm(self.b1, x, self.w1 * self.mask))  # (N, heads * H)
         # Per head, a matmul on its column block of `first` (a strided view: no copy) rather than
         # one bmm over (heads, N, H): the bmm's weight gradient needed a transposed copy of the
-        # whole activation, 8% of a CPU step at the Kitchen shape. split, not slicing: its
+        # whole activation, a visible share of a CPU step. split, not slicing: its
         # backward is one cat, not a zero-filled gradient per slice.
         # Likewise unbind, not indexing, for the stacked weights: indexing's backward zero-fills a
         # gradient of the whole (heads, H, H) tensor per head and sums them.

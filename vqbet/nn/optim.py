@@ -29,8 +29,8 @@ def decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
 def adamw(module: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW over `decay_groups(module, weight_decay)`, with torch's fused kernel where it has one
     for the parameters' device (CUDA; CPU from torch 2.4): one pass over every parameter instead
-    of ~10 small ops per tensor, which were 6% of a bf16 CPU training step at the default config.
-    Same update as the per-tensor loop up to float rounding; the state dict has the same layout."""
+    of ~10 small ops per tensor. Same update as the per-tensor loop up to float rounding; the
+    state dict has the same layout."""
     groups = decay_groups(module, weight_decay)
     try:
         return torch.optim.AdamW(groups, lr=lr, fused=True)

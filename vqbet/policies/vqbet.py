@@ -108,7 +108,7 @@ def sample_codes(logits: Tensor, temperature: float, min_p: float = 0.0) -> Tens
     if min_p > 0:
         probs = probs * (probs >= min_p * probs.amax(dim=-1, keepdim=True))
     # Inverse-CDF sampling: same distribution as torch.multinomial at a fraction of its overhead
-    # for the small batches of acting (it was ~10% of a batch-1 action); scaling u by the total
+    # for the small batches of acting; scaling u by the total
     # renormalises what min_p left.
     cdf = probs.cumsum(dim=-1)
     u = torch.rand(logits.shape[0], 1, device=logits.device, dtype=cdf.dtype) * cdf[:, -1:]

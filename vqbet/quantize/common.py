@@ -19,8 +19,8 @@ class CodebookUsage:
     `dead_codes`, each of shape (L,); a single quantiser reports L = 1.
 
     Computed on first access from the pass's codes and a snapshot of the running usage counts, so
-    a training step that does not log them pays for none of the dozen tiny ops (on CPU they were
-    ~15% of a small residual quantiser's forward pass).
+    a training step that does not log them pays for none of the dozen tiny ops (on CPU a large
+    share of a small residual quantiser's forward pass).
     """
 
     def __init__(self, codes: Tensor, codebook_size: int, running: Tensor, threshold: float) -> None:
@@ -120,7 +120,7 @@ def nearest_rows(
     codebook or per autocast region. The distance |x|^2 - 2 x.e + |e|^2 is a matmul; |x|^2 does
     not change the argmin and is left to callers that need it. Rows go in blocks of about
     `block_elements` distances (16 MB by default) so memory stays bounded for any N*K. `torch.min`
-    with indices is used rather than `argmin`: on CPU it is ~1.4x faster.
+    with indices is used rather than `argmin`: it is faster on CPU.
     """
     n, k = x.shape[0], codebook_t.shape[1]
     rows = max(1, block_elements // k)
@@ -157,10 +157,10 @@ def row_min(d: Tensor) -> tuple[Tensor, Tensor]:
     """Each row's minimum of d (N, K): (values (N,), indices (N,) int64), as `d.min(dim=1)`, the
     first index among equal minima.
 
-    On CPU, `min` with indices runs a scalar loop over the row (at K = 1024, ~9% of the distance
-    matmul's time) while `amin` vectorises ~5x faster, so for rows of at least 4 groups of
-    ROW_MIN_GROUP the search is in two levels: the best group by `amin`, then the index within
-    that one group (1/64 of the row) by `min`. CUDA and short rows take `min` directly.
+    On CPU, `min` with indices runs a scalar loop over the row while `amin` vectorises, so for
+    rows of at least 4 groups of ROW_MIN_GROUP the search is in two levels: the best group by
+    `amin`, then the index within that one group (1/64 of the row) by `min`. CUDA and short rows
+    take `min` directly.
     """
     n, k = d.shape
     g = ROW_MIN_GROUP

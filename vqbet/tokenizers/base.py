@@ -14,10 +14,10 @@ and `fit`, `encode_normalized`, `decode_normalized`. `tokenizer_class("name")` i
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -32,40 +32,24 @@ from vqbet.io.checkpoint import (
     write_folder,
 )
 from vqbet.nn.normalize import Normalizer
+from vqbet.registry import Registry
 
 MODEL_TYPE = "vqbet.tokenizer"
 FORMAT_VERSION = 1
 
-TOKENIZERS: dict[str, type[ChunkTokenizer]] = {}
+_REGISTRY: Registry[type[ChunkTokenizer]] = Registry("tokenizer", "tokenizer_type", "vqbet.tokenizers")
+TOKENIZERS: dict[str, type[ChunkTokenizer]] = _REGISTRY.classes
 """Registered tokenizer families by name (what configs and checkpoints call `tokenizer_type`)."""
 
-T = TypeVar("T", bound="type[ChunkTokenizer]")
 
-
-def register_tokenizer(name: str):
+def register_tokenizer(name: str) -> Callable[[type[ChunkTokenizer]], type[ChunkTokenizer]]:
     """Class decorator: register a ChunkTokenizer subclass as family `name` (sets `tokenizer_type`)."""
-
-    def add(cls: T) -> T:
-        if name in TOKENIZERS and TOKENIZERS[name] is not cls:
-            raise ValueError(f"tokenizer {name!r} is already registered by {TOKENIZERS[name].__qualname__}")
-        cls.tokenizer_type = name
-        TOKENIZERS[name] = cls
-        return cls
-
-    return add
+    return _REGISTRY.register(name)
 
 
 def tokenizer_class(name: str) -> type[ChunkTokenizer]:
     """The class of tokenizer family `name`; imports `vqbet.tokenizers.<name>` if not registered yet."""
-    if name not in TOKENIZERS and isinstance(name, str) and name.isidentifier():
-        try:
-            importlib.import_module(f"vqbet.tokenizers.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"vqbet.tokenizers.{name}":
-                raise
-    if name not in TOKENIZERS:
-        raise ValueError(f"unknown tokenizer {name!r}; registered: {sorted(TOKENIZERS)}")
-    return TOKENIZERS[name]
+    return _REGISTRY.get(name)
 
 
 def as_chunks(chunks: Tensor | np.ndarray) -> Tensor:

@@ -7,7 +7,7 @@ Layout (all at the root):
     env_state     (N, S) float32   optional: the simulator's full state at each step (collections
                   from cameras keep it as a training target; see EpisodeData)
     images/<cam>  (N, H, W, 3) uint8 per camera, optional, one frame per chunk (lzf-compressed),
-                  read lazily; a root `image` (files of earlier versions) is the camera "image"
+                  read lazily
     attributes    metadata: task id, expert, seeds, library versions, success rate, modes, ...
                   (JSON-encoded strings for anything that is not a plain number or string)
 """
@@ -208,8 +208,6 @@ def read_hdf5(path: str | os.PathLike, load_images: bool = False) -> EpisodeData
         except (OSError, KeyError) as err:
             raise ValueError(f"{file}: could not read the arrays (truncated file?): {err}") from None
         stored = dict(handle["images"]) if isinstance(handle.get("images"), h5py.Group) else {}
-        if "image" in handle:
-            stored.setdefault("image", handle["image"])
         images = {camera: item[()] if load_images else item for camera, item in stored.items()}
         env_state = None
         if "env_state" in handle:
