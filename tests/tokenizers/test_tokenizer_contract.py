@@ -64,11 +64,16 @@ class MeanBinsTokenizer(ChunkTokenizer):
         return self.centres[codes][:, None].expand(-1, self.config.chunk_size, -1)
 
 
-FAMILIES = sorted(TOKENIZERS)
+FAMILIES = sorted(name for name, cls in TOKENIZERS.items() if not cls.variable_length)
+"""The fixed-length families (FAST, variable-length, has its own tests in test_fast.py)."""
 OPTIONS = {
     "rvq": dict(num_layers=2, codebook_size=8, latent_dim=8, hidden_dim=32),
+    "fsq": dict(num_layers=2, fsq_levels=[5, 5], latent_dim=8, hidden_dim=32),
     "kmeans": dict(num_bins=8),
+    "bins": dict(num_bins=16),
 }
+EXACT = {"kmeans", "bins", "test_mean_bins"}
+"""Families whose decoded chunk encodes back to the same tokens, by construction."""
 
 
 def chunks(n: int = 256, seed: int = 0) -> torch.Tensor:
@@ -88,9 +93,10 @@ def fitted(name: str) -> ChunkTokenizer:
 
 
 def test_the_registry_holds_the_families_and_names_what_it_does_not_know():
-    assert {"rvq", "kmeans", "test_mean_bins"} <= set(FAMILIES)
-    with pytest.raises(ValueError, match=r"unknown tokenizer 'fast'; registered: \["):
-        tokenizer_class("fast")
+    assert {"rvq", "fsq", "kmeans", "bins", "test_mean_bins"} <= set(FAMILIES)
+    assert TOKENIZERS["fast"].variable_length
+    with pytest.raises(ValueError, match=r"unknown tokenizer 'vqvae'; registered: \["):
+        tokenizer_class("vqvae")
     with pytest.raises(ValueError, match="already registered"):
         register_tokenizer("rvq")(MeanBinsTokenizer)
 
@@ -106,6 +112,16 @@ def test_tokens_are_integers_in_range_and_decode_to_raw_chunks(name):
     assert decoded.shape == x.shape
     # Raw units: the decoded chunks land near the modes, not in normalised space around 0.
     assert (decoded - x).abs().mean() < 0.5 * (x - x.mean(0)).abs().mean()
+
+
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_decoded_tokens_encode_back_to_themselves(name):
+    tok = fitted(name)
+    g = torch.Generator().manual_seed(4)
+    tokens = torch.randint(tok.vocab_size, (64, tok.tokens_per_chunk), generator=g)
+    if name == "kmeans":  # every bin is a fitted centre; two equal centres would share a token
+        tokens = tok.encode(chunks(64, seed=4))
+    assert torch.equal(tok.encode(tok.decode(tokens)), tokens)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -140,6 +156,15 @@ def test_bad_input_is_named(name):
         tok.decode(torch.zeros(2, tok.tokens_per_chunk + 1, dtype=torch.int64))
     with pytest.raises(ValueError, match="codes must be an int64 tensor"):
         tok.decode(torch.zeros(2, tok.tokens_per_chunk))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_tokenizer_that_was_not_fitted_says_so(name):
+    tok = tokenizer_class(name)(action_dim=2, chunk_size=TA, **OPTIONS.get(name, {}))
+    with pytest.raises(ValueError, match=f"this '{name}' tokenizer is not fitted: call fit"):
+        tok.encode(chunks(4))
+    with pytest.raises(ValueError, match="not fitted"):
+        tok.decode(torch.zeros(4, tok.tokens_per_chunk, dtype=torch.int64))
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -70,6 +70,10 @@ class ChunkTokenizer(nn.Module):
 
     tokenizer_type: ClassVar[str]
     """Name of this family in the registry, configs and checkpoints ("rvq", "kmeans")."""
+    variable_length: ClassVar[bool] = False
+    """True where chunks take different token counts (FAST): `encode` then returns (tokens padded
+    to `tokens_per_chunk`, lengths) and `decode` takes both; policies with one code head per token
+    position take fixed-length families only."""
     config_class: ClassVar[type]
     """The family's config dataclass."""
     config: Any
@@ -131,11 +135,13 @@ class ChunkTokenizer(nn.Module):
     def encode(self, actions: Tensor) -> Tensor:
         """actions (B, T, A) raw -> tokens (B, L) int64. Never changes state, in either mode."""
         self.check_actions(actions)
+        self.check_fitted()
         return self.encode_normalized(self.normalizer.normalize(actions))
 
     def decode(self, codes: Tensor) -> Tensor:
         """tokens (B, L) int64 -> actions (B, T, A) raw."""
         self.check_codes(codes)
+        self.check_fitted()
         return self.normalizer.unnormalize(self.decode_normalized(codes))
 
     def check_actions(self, actions: Tensor, name: str = "actions") -> None:
@@ -152,6 +158,14 @@ class ChunkTokenizer(nn.Module):
             raise ValueError(f"{name} must be floating point, got {actions.dtype}")
         if not bool(torch.isfinite(actions).all()):
             raise ValueError(f"{name} contains NaN or inf")
+
+    def check_fitted(self) -> None:
+        """Raise ValueError unless the tokenizer was fitted (its normaliser holds statistics)."""
+        if not bool(self.normalizer.fitted):
+            raise ValueError(
+                f"this {self.tokenizer_type!r} tokenizer is not fitted: call fit(chunks) first, or load a "
+                "fitted one (load_tokenizer)"
+            )
 
     def check_codes(self, codes: Tensor) -> None:
         """Raise ValueError unless `codes` is an integer tensor (B, L) with values in [0, K)."""
@@ -183,8 +197,17 @@ class ChunkTokenizer(nn.Module):
         """Write `config.json` + `model.safetensors` to folder `path`, atomically."""
         meta = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, **self.meta()}
         return write_folder(
-            path, json_files={CONFIG_FILE: meta}, tensor_files={WEIGHTS_FILE: self.state_dict()}
+            path,
+            json_files={CONFIG_FILE: meta, **self.extra_files()},
+            tensor_files={WEIGHTS_FILE: self.state_dict()},
         )
+
+    def extra_files(self) -> dict[str, dict]:
+        """JSON files a family saves beside its weights (file name -> content); none by default."""
+        return {}
+
+    def load_extra_files(self, path: Path) -> None:
+        """Read what `extra_files` wrote, after the weights are loaded."""
 
     @classmethod
     def from_pretrained(
@@ -208,6 +231,7 @@ class ChunkTokenizer(nn.Module):
                 "vqbet.load_tokenizer loads any family"
             )
         load_state_strict(tokenizer, read_tensors(path), str(Path(path) / WEIGHTS_FILE))
+        tokenizer.load_extra_files(Path(path))
         return tokenizer.to(map_location).eval()
 
 

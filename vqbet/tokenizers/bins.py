@@ -1,0 +1,120 @@
+"""Per-dimension uniform bins (RT-2, OpenVLA): every action value of a chunk is one token, its bin
+among `num_bins` uniform bins between robust quantiles of that action dimension.
+
+A chunk (T, A) is T * A tokens, time-major (step 0's A values, then step 1's, ...), each in
+[0, num_bins). Values outside the quantiles fall into the end bins (clipped); a token decodes to
+its bin's centre, so encode(decode(tokens)) == tokens exactly and the error of a value inside the
+range is at most half a bin.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vqbet.checks import check_literals, config_from_dict
+from vqbet.tokenizers.base import ChunkTokenizer, as_chunks, register_tokenizer
+
+
+def quantile_range(chunks: Tensor, low_quantile: float, high_quantile: float) -> tuple[Tensor, Tensor]:
+    """Per action dimension, the two quantiles of chunks (N, T, A): (low (A,), high (A,)); a constant
+    dimension still gets a non-empty range, starting at its value."""
+    flat = chunks.reshape(-1, chunks.shape[-1]).double()
+    low, high = torch.quantile(flat, flat.new_tensor([low_quantile, high_quantile]), dim=0)
+    high = torch.where(high - low < 1e-6, low + 1e-3, high)
+    return low.to(chunks.dtype), high.to(chunks.dtype)
+
+
+@dataclass
+class BinsTokenizerConfig:
+    """Everything that defines a BinsTokenizer."""
+
+    action_dim: int = 2
+    """A: size of one action."""
+    chunk_size: int = 5
+    """T: actions per chunk (T * A tokens per chunk)."""
+    num_bins: int = 256
+    """K: uniform bins per action dimension (RT-2 and OpenVLA use 256)."""
+    low_quantile: float = 0.01
+    """Each dimension's bins start at this quantile of its values (1st percentile, as OpenVLA)."""
+    high_quantile: float = 0.99
+    """... and end at this one."""
+    normalization: Literal["meanstd", "minmax"] = "meanstd"
+    """The normalised space the bins are laid out in (uniform bins are the same either way)."""
+    relative_to: list[int] = field(default_factory=list)
+    """The frame of the chunks (see TokenizerConfig.relative_to)."""
+
+    def __post_init__(self) -> None:
+        check_literals(self)
+        self.relative_to = [int(i) for i in self.relative_to]
+        if self.num_bins < 2:
+            raise ValueError(f"BinsTokenizerConfig: num_bins must be >= 2, got {self.num_bins}")
+        if not 0.0 <= self.low_quantile < self.high_quantile <= 1.0:
+            raise ValueError(
+                "BinsTokenizerConfig: need 0 <= low_quantile < high_quantile <= 1, got "
+                f"{self.low_quantile}, {self.high_quantile}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> BinsTokenizerConfig:
+        """Build from a dict, naming unknown keys instead of failing with a TypeError."""
+        return config_from_dict(cls, data, source)
+
+
+@register_tokenizer("bins")
+class BinsTokenizer(ChunkTokenizer):
+    """encode: (B, T, A) -> (B, T * A) bins; decode: (B, T * A) -> (B, T, A) bin centres."""
+
+    config_class = BinsTokenizerConfig
+    config: BinsTokenizerConfig
+
+    def __init__(self, config: BinsTokenizerConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        c = self.config
+        self.num_layers, self.codebook_size = c.chunk_size * c.action_dim, c.num_bins
+        self.register_buffer("low", torch.full((c.action_dim,), -1.0))
+        self.register_buffer("high", torch.full((c.action_dim,), 1.0))
+
+    @torch.no_grad()
+    def fit(
+        self,
+        chunks: Tensor | np.ndarray,
+        *,
+        seed: int = 0,
+        config: Any = None,
+        log_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> dict[str, Any]:
+        """Fit the normaliser and each dimension's range (its quantiles) on chunks (N, T, A);
+        returns the mean squared error per normalised entry and the share of bins used. Nothing
+        is random (`seed` is unused); a gradient-fit `config`, `log_dir` and `progress` do not
+        apply and are ignored."""
+        data = as_chunks(chunks)
+        self.check_actions(data, name="chunks")
+        self.normalizer.fit(data)
+        target = self.normalizer.normalize(data)
+        low, high = quantile_range(target, self.config.low_quantile, self.config.high_quantile)
+        self.low.copy_(low)
+        self.high.copy_(high)
+        codes = self.encode_normalized(target)
+        error = (self.decode_normalized(codes) - target).square().mean().item()
+        used = torch.bincount(codes.flatten(), minlength=self.codebook_size).gt(0).float().mean().item()
+        return {"reconstruction_loss": error, "used_fraction/0": used}
+
+    def _width(self) -> Tensor:
+        return (self.high - self.low) / self.config.num_bins  # (A,)
+
+    @torch.no_grad()
+    def encode_normalized(self, chunks: Tensor) -> Tensor:
+        bins = torch.floor((chunks - self.low) / self._width())
+        return bins.clamp_(0, self.config.num_bins - 1).long().reshape(chunks.shape[0], -1)
+
+    def decode_normalized(self, codes: Tensor) -> Tensor:
+        c = self.config
+        bins = codes.reshape(-1, c.chunk_size, c.action_dim).to(self.low.dtype)
+        return self.low + (bins + 0.5) * self._width()
