@@ -16,6 +16,7 @@ range seen in `fit` are clipped to it when encoding.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
@@ -140,9 +141,10 @@ class FASTTokenizer(ChunkTokenizer):
         return (unit + 1) / 2 * (self.high - self.low) + self.low
 
     def _strings(self, integers: Tensor) -> list[str]:
+        """(B, T * A) integers -> B strings of one symbol each, as numpy's UTF-32 rows (no loop)."""
         lowest, highest = (int(v) for v in self.int_range)
-        clipped = integers.clamp(lowest, highest) - lowest + FIRST_SYMBOL
-        return ["".join(map(chr, row)) for row in clipped.tolist()]
+        symbols = (integers.clamp(lowest, highest) - lowest + FIRST_SYMBOL).cpu().numpy().astype("<u4")
+        return np.ascontiguousarray(symbols).view(f"<U{symbols.shape[1]}").ravel().tolist()
 
     # -- fit --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -208,13 +210,16 @@ class FASTTokenizer(ChunkTokenizer):
         """actions (B, T, A) raw -> (tokens (B, T * A) int64 padded with `pad_id`, lengths (B,))."""
         self.check_actions(actions)
         self.check_fitted()
-        strings = self._strings(self._integers(self.normalizer.normalize(actions)).cpu())
-        ids = [e.ids for e in self._bpe.encode_batch(strings)]
-        lengths = torch.tensor([len(row) for row in ids], dtype=torch.int64)
-        tokens = torch.full((len(ids), self.num_layers), self.pad_id, dtype=torch.int64)
-        for i, row in enumerate(ids):
-            tokens[i, : len(row)] = torch.tensor(row, dtype=torch.int64)
-        return tokens.to(actions.device), lengths.to(actions.device)
+        strings = self._strings(self._integers(self.normalizer.normalize(actions)))
+        ids = [e.ids for e in self._bpe.encode_batch_fast(strings)]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        tokens = np.full((len(ids), self.num_layers), self.pad_id, dtype=np.int64)
+        # Row-major boolean indexing fills each row's first `length` places in order.
+        tokens[np.arange(self.num_layers) < lengths[:, None]] = np.fromiter(
+            itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum())
+        )
+        device = actions.device
+        return torch.from_numpy(tokens).to(device), torch.from_numpy(lengths).to(device)
 
     def decode(self, tokens: Tensor, lengths: Tensor | None = None) -> Tensor:  # type: ignore[override]
         """(tokens (B, <= T * A), lengths (B,) or None: up to the first pad_id) -> actions (B, T, A)
@@ -247,15 +252,16 @@ class FASTTokenizer(ChunkTokenizer):
                 f"tokens must lie in [0, {self.codebook_size}) before each row's length, got {bad[0]}"
             )
         lowest, width = int(self.int_range[0]), self.num_layers
-        integers = torch.zeros(len(rows), width, dtype=torch.int64)
-        valid = torch.zeros(len(rows), dtype=torch.bool)
-        for i, row in enumerate(used):
-            values = [ord(s) - FIRST_SYMBOL + lowest for s in "".join(self._pieces[t] for t in row)]
-            valid[i] = len(values) == width
-            values = values[:width]
-            integers[i, : len(values)] = torch.tensor(values, dtype=torch.int64)
-        chunks = self.normalizer.unnormalize(self._chunks(integers.to(self.dct.device)))
-        return chunks, valid
+        texts = ["".join(map(self._pieces.__getitem__, row)) for row in used]
+        spelled = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        symbols = np.frombuffer("".join(texts).encode("utf-32-le"), dtype="<u4").astype(np.int64)
+        starts = np.cumsum(spelled) - spelled
+        # Each row's first min(spelled, T * A) symbols; the rest of the row stays 0 (the rule).
+        kept = np.arange(width) < np.minimum(spelled, width)[:, None]
+        integers = np.zeros((len(texts), width), dtype=np.int64)
+        integers[kept] = symbols[(starts[:, None] + np.arange(width))[kept]] - FIRST_SYMBOL + lowest
+        chunks = self._chunks(torch.from_numpy(integers).to(self.dct.device))
+        return self.normalizer.unnormalize(chunks), torch.from_numpy(spelled == width).to(chunks.device)
 
     def encode_normalized(self, chunks: Tensor) -> Tensor:
         raise NotImplementedError("FAST's tokens vary in length: use encode (tokens, lengths)")
