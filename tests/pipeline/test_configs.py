@@ -37,6 +37,20 @@ def test_task_recipe_reaches_training_and_acting(task, policy):
             assert built(cfg).config.temperature == 0
 
 
+@pytest.mark.parametrize("tokenizer", sorted(p.stem for p in (ROOT / "configs" / "tokenizer").glob("*.yaml")))
+def test_every_tokenizer_config_builds_vqbet_over_its_family_and_checks_whole(tokenizer):
+    from vqbet.pipeline import check_run_config
+    from vqbet.tokenizers import tokenizer_class
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=["task=kitchen", "policy=vqbet", f"tokenizer={tokenizer}"])
+    made = built(cfg)
+    assert type(made.tokenizer) is tokenizer_class(tokenizer) and cfg.tokenizer.name == tokenizer
+    assert (made.tokenizer.config.chunk_size, made.tokenizer.config.action_dim) == (10, 9)
+    run = check_run_config(OmegaConf.to_container(cfg, resolve=True), build_policy)
+    assert run.task.name == "kitchen" and run.tokenizer_fit is not None
+
+
 @pytest.mark.parametrize("config", ["train", "collect"])
 def test_blockpush_collects_dart_demonstrations_and_the_others_clean(config):
     def collect_cfg(task):
