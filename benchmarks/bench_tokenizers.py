@@ -238,13 +238,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="gradient steps of the rvq and fsq fits")
     parser.add_argument("--quick", action="store_true", help="one budget per family, 100 fit steps")
     parser.add_argument("--fit-chunks", type=int, default=0, help="time fit + encode on this many chunks")
+    parser.add_argument(
+        "--settings",
+        type=json.loads,
+        default=None,
+        help='settings instead of the built-in ones, as JSON: {"rvq": [{"num_layers": 12}], "bins": [...]}',
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     data = load_dataset(args.source, obs_keys=args.obs_keys, action_key=args.action_key)
     ends = np.asarray(data.episode_ends)
     train_eps, held_eps = split_episodes(data.num_episodes, args.held_out, seed=0)
-    budgets = QUICK if args.quick else BUDGETS
+    budgets = args.settings or (QUICK if args.quick else BUDGETS)
+    if args.settings:
+        args.tokenizers = [name for name in args.tokenizers if name in args.settings]
     steps = 100 if args.quick else args.steps
     if args.fit_chunks:
         t = args.chunks[0]

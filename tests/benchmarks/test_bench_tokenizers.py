@@ -32,3 +32,9 @@ def test_the_benchmark_writes_its_table_json_and_plot(tmp_path):
     assert 0 < rows["bins"]["nmse"] < rows["kmeans"]["nmse"]  # 40 bits reconstruct better than 6
     assert "| bins | num_bins=16 | 5 |" in (folder / "tokenizers.md").read_text()
     assert (folder / "rate_distortion.png").stat().st_size > 1000
+    settings = '{"bins": [{"num_bins": 4}]}'
+    command = [*command[:3], "--chunks", "5", "--settings", settings, "--out", str(tmp_path / "own")]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "own" / "tokenizers.json").read_text())
+    assert (row["tokenizer"], row["options"], row["bits"]) == ("bins", {"num_bins": 4}, 20)  # 10 x 2 bits
