@@ -291,3 +291,39 @@ def test_the_script_exits_non_zero_with_the_message_and_no_traceback(tmp_path):
     out = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "steps must be an integer >= 1, got 0" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "r").exists()
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_with_the_holder_named(run):
+    """Another process holds the run folder (as a training run would): training and evaluation
+    into it are refused, naming that process; nothing of theirs is written; after it ends the
+    folder is free again, and a folder made only to hold the lock is removed."""
+    from vqbet.io.run_dir import RunFolderBusy, writer_lock
+
+    folder = run / "busy"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from vqbet.io.run_dir import writer_lock\n"
+            f"with writer_lock({str(folder)!r}, 'training'):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderBusy, match=rf"busy is being written by training \(pid {holder.pid} on "):
+            train(config(run, "busy"))
+        assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # no config.yaml, no checkpoint
+        with pytest.raises(RunFolderBusy, match=f"pid {holder.pid}"), writer_lock(folder, "evaluation"):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with writer_lock(folder, "evaluation") as held:  # the kernel dropped the killed holder's lock
+        assert (held / ".lock").read_text().startswith("evaluation (pid ")
+    fresh = run / "never-written"
+    with writer_lock(fresh, "training"):
+        assert fresh.is_dir()
+    assert not fresh.exists()

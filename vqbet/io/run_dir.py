@@ -1,4 +1,5 @@
-"""The run folder's layout, in one place: what the training job, phase 2 and evaluation write where.
+"""The run folder's layout, in one place: what the training job, phase 2 and evaluation write where,
+and the lock that keeps it to one writer at a time.
 
 <run>/config.yaml              the resolved config the run was started with
 <run>/checkpoints/last         resume state (weights, optimizer, RNG, step), every checkpoint_every
@@ -7,13 +8,59 @@
 <run>/tensorboard/             curves
 <run>/results.json, report.md  the final evaluation (plots and video beside them)
 <run>/eval/<checkpoint>/       a later evaluation of one checkpoint (scripts/eval.py)
+<run>/.lock                    held by the one process writing into the run (`writer_lock`)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+LOCK_FILE = ".lock"
+
+
+class RunFolderBusy(RuntimeError):
+    """Another process is writing into the run folder."""
+
+
+@contextlib.contextmanager
+def writer_lock(folder: str | os.PathLike, job: str) -> Iterator[Path]:
+    """Hold the run folder `folder` (created if missing) for one writer: an advisory `flock` on
+    `<folder>/.lock`, which records the holder (`job`, pid, host). A second writer gets
+    RunFolderBusy naming the holder. The kernel drops the lock when its process ends, however it
+    ends, so a killed run leaves no stale lock (on a local file system; NFS may not honour flock).
+    A folder this call created and nobody wrote into is removed again. Yields the folder."""
+    import fcntl  # POSIX; the library's jobs run on Linux and macOS
+
+    root = Path(folder)
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+            raise RunFolderBusy(
+                f"{root} is being written by {holder}: one writer at a time; wait for it to end, or "
+                "choose another run_dir (or out)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{job} (pid {os.getpid()} on {socket.gethostname()})\n".encode(), 0)
+        try:
+            yield root
+        finally:
+            os.ftruncate(fd, 0)
+            if created and os.listdir(root) == [LOCK_FILE]:  # nothing was written: leave no folder
+                (root / LOCK_FILE).unlink()
+                root.rmdir()
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from vqbet.io.run_dir import RunFolderBusy
 from vqbet.pipeline.collect import collect
 from vqbet.pipeline.config import EVAL_SEED, RunConfig, check_run_config
 from vqbet.pipeline.convert import convert
@@ -22,7 +23,7 @@ from vqbet.pipeline.task import TaskConfig, env_factory
 from vqbet.pipeline.train import build_policy, fit_phase_one, train
 from vqbet.training.loop import TrainingDiverged
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged, RunFolderBusy)
 """What bad input, a missing file or a diverged run raise: the scripts print the message alone."""
 
 

@@ -17,7 +17,7 @@ from vqbet.data import TrajectoryWindows, read_hdf5
 from vqbet.evaluation.offline import evaluate_offline
 from vqbet.evaluation.report import plot_orders, record_video, write_offline_report, write_report
 from vqbet.evaluation.rollouts import evaluate
-from vqbet.io.run_dir import RunDir
+from vqbet.io.run_dir import RunDir, writer_lock
 from vqbet.pipeline.config import EvalConfig
 from vqbet.pipeline.task import TaskConfig, env_factory, read_task_data
 from vqbet.policies import Policy, load_policy
@@ -161,7 +161,7 @@ def _evaluate_offline_checkpoint(
     windows = TrajectoryWindows(
         data, task.obs_window, task.action_chunk, cameras=list(policy.config.vision.cameras)
     )
-    out_dir = Path(cfg["out"]) if cfg.get("out") else RunDir.of_checkpoint(checkpoint).evaluation(checkpoint)
+    out_dir, _ = _report_folder(cfg, checkpoint)
     torch.manual_seed(int(cfg["seed"]))
     where = f"all {data.num_episodes} episodes of {task.dataset}"
     print(f"evaluating {checkpoint} offline on {where} -> {out_dir}")
@@ -169,7 +169,25 @@ def _evaluate_offline_checkpoint(
     return offline_and_report(policy, windows, out_dir, extra)
 
 
+def _report_folder(cfg: dict[str, Any], checkpoint: Path) -> tuple[Path, Path]:
+    """(where the report goes, the folder whose writer lock covers it): `out` itself when given,
+    else `<run>/eval/<checkpoint>` under the lock of its run folder."""
+    if cfg.get("out"):
+        return Path(cfg["out"]), Path(cfg["out"])
+    run = RunDir.of_checkpoint(checkpoint)
+    return run.evaluation(checkpoint), run.root
+
+
 def evaluate_checkpoint(cfg: dict[str, Any], task_given: bool = False) -> dict[str, Any]:
+    """scripts/eval.py (see `_evaluate_checkpoint`), as the one writer of the report's folder."""
+    checkpoint = Path(cfg["checkpoint"]) if cfg.get("checkpoint") is not None else None
+    if checkpoint is None or not (checkpoint / "config.json").is_file():
+        return _evaluate_checkpoint(cfg, task_given)  # names the problem before any folder is made
+    with writer_lock(_report_folder(cfg, checkpoint)[1], "evaluation"):
+        return _evaluate_checkpoint(cfg, task_given)
+
+
+def _evaluate_checkpoint(cfg: dict[str, Any], task_given: bool = False) -> dict[str, Any]:
     """scripts/eval.py: evaluate cfg["checkpoint"] on the task it was trained on. `task_given`:
     the user named a task, which must be that one (a MultiReach and a PushT policy have the same
     input and output sizes, so nothing else would catch it). cfg["act"] overrides acting options."""
@@ -207,7 +225,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], task_given: bool = False) -> dict[s
     policy.config = dataclasses.replace(policy.config, **overrides)  # validated like any config
     if cfg.get("compile"):
         compile_network(policy)
-    out_dir = Path(cfg["out"]) if cfg.get("out") else RunDir.of_checkpoint(checkpoint).evaluation(checkpoint)
+    out_dir, _ = _report_folder(cfg, checkpoint)
     torch.manual_seed(int(cfg["seed"]))
     print(f"evaluating {checkpoint} on {task.env_id}, {eval_cfg.episodes} episodes -> {out_dir}")
     started = time.perf_counter()

@@ -5,6 +5,7 @@ config)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from vqbet.evaluation.offline import evaluate_offline
 from vqbet.evaluation.report import plot_curves
 from vqbet.evaluation.rollouts import evaluate
 from vqbet.io.checkpoint import read_json
+from vqbet.io.run_dir import writer_lock
 from vqbet.pipeline.collect import collect
 from vqbet.pipeline.config import RunConfig, check_run_config, config_differences
 from vqbet.pipeline.eval import DEMONSTRATION_KEYS, evaluate_and_report, offline_and_report
@@ -173,84 +175,92 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     data = load_demonstrations(run, rank, world, preloaded)
     run.policy.check_env_state(data)  # before the run folder: a missing training target
     content_hash = data.content_hash()
-    prepare_run_dir(run, content_hash)
-    train_eps, val_eps = split_episodes(data.num_episodes, run.data.val_fraction, seed=seed)
-    shape = dict(obs_window=task.obs_window, action_chunk=task.action_chunk, cameras=task.cameras)
-    train_set = TrajectoryWindows(data, episodes=train_eps, **shape)
-    val_set = TrajectoryWindows(data, episodes=val_eps, **shape) if len(val_eps) else None
-    if rank == 0:
-        folder.root.mkdir(parents=True, exist_ok=True)
-        print(f"run folder: {folder.root} ({world} process{'es' if world > 1 else ''})")
-        folder.config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # One writer per run folder (rank 0 writes for all): the checks of the folder run under the
+    # lock, so two jobs started together cannot both find it free and mix their files.
+    with contextlib.ExitStack() as held:
+        if rank == 0:
+            held.enter_context(writer_lock(folder.root, "training"))
+        prepare_run_dir(run, content_hash)
+        train_eps, val_eps = split_episodes(data.num_episodes, run.data.val_fraction, seed=seed)
+        shape = dict(obs_window=task.obs_window, action_chunk=task.action_chunk, cameras=task.cameras)
+        train_set = TrajectoryWindows(data, episodes=train_eps, **shape)
+        val_set = TrajectoryWindows(data, episodes=val_eps, **shape) if len(val_eps) else None
+        if rank == 0:
+            print(f"run folder: {folder.root} ({world} process{'es' if world > 1 else ''})")
+            folder.config.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
-    torch.manual_seed(seed)
-    policy = build_policy(cfg)  # afresh after the seed: the weights do not depend on the checks
-    demonstrations = {k: data.attrs[k] for k in DEMONSTRATION_KEYS if k in data.attrs}
-    demonstrations.update(path=str(task.dataset), content_sha256=content_hash)
-    policy.metadata.update(task=cfg["task"], demonstrations=demonstrations)
-    from torch.utils.tensorboard import SummaryWriter
+        torch.manual_seed(seed)
+        policy = build_policy(cfg)  # afresh after the seed: the weights do not depend on the checks
+        demonstrations = {k: data.attrs[k] for k in DEMONSTRATION_KEYS if k in data.attrs}
+        demonstrations.update(path=str(task.dataset), content_sha256=content_hash)
+        policy.metadata.update(task=cfg["task"], demonstrations=demonstrations)
+        from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(folder.tensorboard)) if rank == 0 else None
-    if not (bool(cfg["resume"]) and folder.last.is_dir()):
-        fit_phase_one(policy, run, train_set)
-    params = sum(p.numel() for p in policy.parameters())
-    print(f"phase 2: {policy.name} on {len(train_set)} windows ({params:,} params)")
-    offline, eval_cfg = task.env_id is None, run.eval
-    make_env = None if offline else env_factory(task.env_id, **task.env_kwargs)
-    held_out = val_set or train_set  # offline metrics on held-out episodes when there are any
+        writer = SummaryWriter(log_dir=str(folder.tensorboard)) if rank == 0 else None
+        if not (bool(cfg["resume"]) and folder.last.is_dir()):
+            fit_phase_one(policy, run, train_set)
+        params = sum(p.numel() for p in policy.parameters())
+        print(f"phase 2: {policy.name} on {len(train_set)} windows ({params:,} params)")
+        offline, eval_cfg = task.env_id is None, run.eval
+        make_env = None if offline else env_factory(task.env_id, **task.env_kwargs)
+        held_out = val_set or train_set  # offline metrics on held-out episodes when there are any
 
-    def on_eval(acting: Policy, step: int) -> dict[str, float]:
-        if eval_cfg.during_training <= 0:
-            return {}
-        was_training = acting.training
-        acting.eval()
-        if offline:
-            m = evaluate_offline(acting, held_out, samples=5, max_windows=512, seed=seed)
-            extra = {"greedy_nmse": m["greedy_nmse"], "best_of_5_nmse": m["best_of_5_nmse"]}
-        else:
-            n, envs = eval_cfg.during_training, eval_cfg.num_envs
-            result = evaluate(acting, make_env, n, eval_cfg.first_seed, num_envs=envs, progress=False)
-            extra = {"success_rate": result["summary"]["success_rate"]}
-        acting.train(was_training)
-        return extra
+        def on_eval(acting: Policy, step: int) -> dict[str, float]:
+            if eval_cfg.during_training <= 0:
+                return {}
+            was_training = acting.training
+            acting.eval()
+            if offline:
+                m = evaluate_offline(acting, held_out, samples=5, max_windows=512, seed=seed)
+                extra = {"greedy_nmse": m["greedy_nmse"], "best_of_5_nmse": m["best_of_5_nmse"]}
+            else:
+                n, envs = eval_cfg.during_training, eval_cfg.num_envs
+                result = evaluate(acting, make_env, n, eval_cfg.first_seed, num_envs=envs, progress=False)
+                extra = {"success_rate": result["summary"]["success_rate"]}
+            acting.train(was_training)
+            return extra
 
-    state = train_policy(
-        policy,
-        train_set,
-        val_set,
-        run.train,
-        folder.root,
-        resume=bool(cfg["resume"]),
-        log=(lambda k, v, s: writer.add_scalar(k, v, s)) if writer is not None else None,
-        on_eval=on_eval,
-    )
-    if writer is None:  # ranks other than 0 are done: rank 0 evaluates and reports
-        return {}
-    writer.close()
-    train_seconds = time.perf_counter() - started
-
-    best = load_policy(folder.best, obs_dim=task.obs_dim, action_dim=task.action_dim)
-    best.to(device)  # the simulator stays on the CPU
-    if run.train.compile:
-        compile_network(best)
-    torch.manual_seed(seed)
-    curves = ["greedy_nmse", "best_of_5_nmse"] if offline else ["success_rate"]
-    plot_curves(state["history"], ["loss", "val_loss", *curves], folder.root / "curves.png", "training")
-    extra = {
-        "seed": seed,
-        "train_seconds": train_seconds,
-        "device": str(device),
-        "parameters": params,
-        "best_step": state.get("best_step"),
-    }
-    if offline:
-        where = f"{len(val_eps)} held-out episodes" if val_set else "the training episodes (none held out)"
-        print(f"evaluating {folder.best} offline on {where}")
-        results = offline_and_report(best, held_out, folder.root, {**extra, "evaluated_on": where}, started)
-    else:
-        print(f"evaluating {folder.best} on {eval_cfg.episodes} episodes")
-        results = evaluate_and_report(
-            best, task.env_id, eval_cfg, folder.root, extra, started, task.env_kwargs
+        state = train_policy(
+            policy,
+            train_set,
+            val_set,
+            run.train,
+            folder.root,
+            resume=bool(cfg["resume"]),
+            log=(lambda k, v, s: writer.add_scalar(k, v, s)) if writer is not None else None,
+            on_eval=on_eval,
         )
-    print(f"{time.perf_counter() - started:.0f} s in all")
-    return results
+        if writer is None:  # ranks other than 0 are done: rank 0 evaluates and reports
+            return {}
+        writer.close()
+        train_seconds = time.perf_counter() - started
+
+        best = load_policy(folder.best, obs_dim=task.obs_dim, action_dim=task.action_dim)
+        best.to(device)  # the simulator stays on the CPU
+        if run.train.compile:
+            compile_network(best)
+        torch.manual_seed(seed)
+        curves = ["greedy_nmse", "best_of_5_nmse"] if offline else ["success_rate"]
+        plot_curves(state["history"], ["loss", "val_loss", *curves], folder.root / "curves.png", "training")
+        extra = {
+            "seed": seed,
+            "train_seconds": train_seconds,
+            "device": str(device),
+            "parameters": params,
+            "best_step": state.get("best_step"),
+        }
+        if offline:
+            where = (
+                f"{len(val_eps)} held-out episodes" if val_set else "the training episodes (none held out)"
+            )
+            print(f"evaluating {folder.best} offline on {where}")
+            results = offline_and_report(
+                best, held_out, folder.root, {**extra, "evaluated_on": where}, started
+            )
+        else:
+            print(f"evaluating {folder.best} on {eval_cfg.episodes} episodes")
+            results = evaluate_and_report(
+                best, task.env_id, eval_cfg, folder.root, extra, started, task.env_kwargs
+            )
+        print(f"{time.perf_counter() - started:.0f} s in all")
+        return results
