@@ -311,6 +311,15 @@ def test_convert_script_round_trip_and_training_reads_other_formats(tmp_path):
     ]
     missing = convert(f"source={tmp_path / 'ours.hdf5'}", f"out={tmp_path / 'x'}", "to=lerobot")
     assert missing.returncode == 1 and "records no frame rate: pass fps=" in missing.stderr
+    before = (tmp_path / "back.hdf5").read_bytes()
+    again = convert(f"source={tmp_path / 'ours.hdf5'}", f"out={tmp_path / 'back.hdf5'}")
+    assert again.returncode == 1 and "back.hdf5 exists: pass overwrite=true" in again.stderr
+    assert (tmp_path / "back.hdf5").read_bytes() == before  # nothing replaced unasked
+    again = convert(f"source={tmp_path / 'ours.hdf5'}", f"out={tmp_path / 'back.hdf5'}", "overwrite=true")
+    assert (
+        again.returncode == 0
+        and load_dataset(tmp_path / "back.hdf5").attrs["converted_from_format"] == "hdf5"
+    )
 
 
 def write_d4rl_kitchen_like(root, dataset_id="D4RL/kitchen/complete-v2", episodes=3, steps=6):

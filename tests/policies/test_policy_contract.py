@@ -216,6 +216,21 @@ def test_a_compiled_package_of_another_torch_is_refused_by_name(tmp_path):
         ExportedPolicy.load(folder)
 
 
+def test_an_export_replaces_nothing_unasked(tmp_path):
+    policy, _ = fitted("mlp")
+    folder = policy.export(tmp_path / "deploy", max_batch=4)
+    program = (folder / "program.pt2").read_bytes()
+    with pytest.raises(FileExistsError, match=r"deploy exists: pass overwrite=True"):
+        policy.export(folder, max_batch=4)
+    assert (folder / "program.pt2").read_bytes() == program
+    assert policy.export(folder, max_batch=8, overwrite=True) == folder
+    assert json.loads((folder / "config.json").read_text())["max_batch"] == 8
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"notes\.txt is a file; an export is a folder"):
+        policy.export(tmp_path / "notes.txt", overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_an_exported_policy_acts_with_torch_alone(tmp_path):
     policy, _ = fitted("vqbet")
     policy.export(tmp_path / "deploy")

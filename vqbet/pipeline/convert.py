@@ -24,11 +24,15 @@ def convert(
     filter_key: str | None = None,
     fps: int | None = None,
     task_description: str = "",
+    overwrite: bool = False,
 ) -> Path:
     """Read `source` and write it to `out` (atomically) as `to`. A LeRobot export needs the
-    frame rate: `fps`, or the one the source records."""
+    frame rate: `fps`, or the one the source records. An existing `out` is replaced (atomically)
+    only with `overwrite`."""
     if to not in ("hdf5", "lerobot"):
         raise ValueError(f"to must be hdf5 or lerobot, got {to!r}")
+    if Path(out).exists() and not overwrite:
+        raise FileExistsError(f"{out} exists: pass overwrite=true to replace it")
     data = load_dataset(
         source,
         format=format,

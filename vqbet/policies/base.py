@@ -305,13 +305,21 @@ class Policy(ChunkActing, nn.Module):
             path, json_files={CONFIG_FILE: self.meta()}, tensor_files={WEIGHTS_FILE: self.state_dict()}
         )
 
-    def export(self, path: str | os.PathLike, *, max_batch: int = 4096, compiled: bool = False) -> Path:
+    def export(
+        self,
+        path: str | os.PathLike,
+        *,
+        max_batch: int = 4096,
+        compiled: bool = False,
+        overwrite: bool = False,
+    ) -> Path:
         """A `torch.export` program of acting (obs window -> chunk) in folder `path`, which
         `vqbet.policies.export.ExportedPolicy.load` (or any `torch.export.load`) runs without this code;
-        `compiled`: an AOTInductor package of native code instead (faster; this torch and CPU)."""
+        `compiled`: an AOTInductor package of native code instead (faster; this torch and CPU).
+        An existing folder is replaced (atomically) only with `overwrite`."""
         from vqbet.policies.export import export_policy
 
-        return export_policy(self, path, max_batch=max_batch, compiled=compiled)
+        return export_policy(self, path, max_batch=max_batch, compiled=compiled, overwrite=overwrite)
 
     @classmethod
     def _from_meta(cls, config: PolicyConfig, meta: dict[str, Any], source: str) -> Policy:

@@ -51,11 +51,22 @@ class _ChunkProgram(nn.Module):
 
 
 def export_policy(
-    policy: Any, path: str | os.PathLike, *, max_batch: int = 4096, compiled: bool = False
+    policy: Any,
+    path: str | os.PathLike,
+    *,
+    max_batch: int = 4096,
+    compiled: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Write `policy` (a vqbet Policy) as an exported program folder at `path`, atomically; any
     batch size from 1 to `max_batch` runs without recompiling. `compiled`: an AOTInductor package
-    of native code for this machine's CPU instead of a portable graph. Returns the folder."""
+    of native code for this machine's CPU instead of a portable graph. An existing folder at
+    `path` is replaced only with `overwrite`; an existing file never. Returns the folder."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} is a file; an export is a folder: choose another path")
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists: pass overwrite=True to replace it (atomically)")
     c = policy.config
     goal_dim = int(getattr(c, "goal_dim", 0)) if getattr(c, "goal_conditioning", "none") != "none" else 0
     acting = copy.deepcopy(policy).to("cpu").eval()
