@@ -3,18 +3,18 @@ bit-exact save/load through `load_tokenizer`, clear errors on bad input, and a p
 A family defined here in a few lines joins the contract by registering itself: a new tokenizer is
 one module (plus a config in configs/tokenizer/)."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 from policy_helpers import TA, two_mode_data
 
-from vqbet.checks import config_from_dict
 from vqbet.data import TrajectoryWindows
 from vqbet.policies import VQBeTPolicy, load_policy, policy_class
 from vqbet.tokenizers import (
     TOKENIZERS,
+    ChunkConfig,
     ChunkTokenizer,
     TokenizerFitConfig,
     load_tokenizer,
@@ -24,18 +24,10 @@ from vqbet.tokenizers import (
 
 
 @dataclass
-class MeanBinsConfig:
+class MeanBinsConfig(ChunkConfig):
     """Uniform bins of each action dimension's chunk mean (normalised) in [-2, 2]."""
 
-    action_dim: int = 2
-    chunk_size: int = 4
     bins: int = 9
-    normalization: str = "meanstd"
-    relative_to: list[int] = field(default_factory=list)
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str = "config") -> "MeanBinsConfig":
-        return config_from_dict(cls, data, source)
 
 
 @register_tokenizer("test_mean_bins")

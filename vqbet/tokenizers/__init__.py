@@ -12,6 +12,7 @@ autoencoder), "fsq" (the same around finite scalar quantisation, residual with L
 
 from vqbet.tokenizers.base import (
     TOKENIZERS,
+    ChunkConfig,
     ChunkTokenizer,
     load_tokenizer,
     register_tokenizer,
@@ -29,6 +30,7 @@ __all__ = [
     "ActionTokenizer",
     "BinsTokenizer",
     "BinsTokenizerConfig",
+    "ChunkConfig",
     "ChunkTokenizer",
     "FASTTokenizer",
     "FASTTokenizerConfig",

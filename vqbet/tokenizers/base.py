@@ -16,13 +16,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vqbet.checks import check_literals, config_from_dict
 from vqbet.io.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -50,6 +52,35 @@ def register_tokenizer(name: str) -> Callable[[type[ChunkTokenizer]], type[Chunk
 def tokenizer_class(name: str) -> type[ChunkTokenizer]:
     """The class of tokenizer family `name`; imports `vqbet.tokenizers.<name>` if not registered yet."""
     return _REGISTRY.get(name)
+
+
+@dataclass
+class ChunkConfig:
+    """The fields every tokenizer's config has: the chunk's shape, its normalisation and frame.
+    A family's config subclasses it (and calls `super().__post_init__()` from its own)."""
+
+    action_dim: int = 2
+    """A: size of one action."""
+    chunk_size: int = 5
+    """T: actions per chunk."""
+    normalization: Literal["meanstd", "minmax"] = "meanstd"
+    """How raw actions are normalised before tokenizing: "meanstd" or "minmax"."""
+    relative_to: list[int] = field(default_factory=list)
+    """The frame the chunks live in: empty for absolute actions, else for each action dim the
+    observation index subtracted from it (a policy's `action_relative_to`). Recorded so that a
+    tokenizer loaded on its own says what its tokens mean; set by the policy that fits it."""
+
+    def __post_init__(self) -> None:
+        check_literals(self)
+        self.relative_to = [int(i) for i in self.relative_to]
+        for name in ("action_dim", "chunk_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{type(self).__name__}: {name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> Any:
+        """Build from a dict, naming unknown keys instead of failing with a TypeError."""
+        return config_from_dict(cls, data, source)
 
 
 def as_chunks(chunks: Tensor | np.ndarray) -> Tensor:

@@ -10,15 +10,14 @@ range is at most half a bin.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from vqbet.checks import check_literals, config_from_dict
-from vqbet.tokenizers.base import ChunkTokenizer, as_chunks, register_tokenizer
+from vqbet.tokenizers.base import ChunkConfig, ChunkTokenizer, as_chunks, register_tokenizer
 
 
 def quantile_range(chunks: Tensor, low_quantile: float, high_quantile: float) -> tuple[Tensor, Tensor]:
@@ -30,40 +29,31 @@ def quantile_range(chunks: Tensor, low_quantile: float, high_quantile: float) ->
     return low.to(chunks.dtype), high.to(chunks.dtype)
 
 
-@dataclass
-class BinsTokenizerConfig:
-    """Everything that defines a BinsTokenizer."""
+def check_quantiles(config: Any) -> None:
+    """Raise ValueError unless 0 <= config.low_quantile < config.high_quantile <= 1."""
+    if not 0.0 <= config.low_quantile < config.high_quantile <= 1.0:
+        raise ValueError(
+            f"{type(config).__name__}: need 0 <= low_quantile < high_quantile <= 1, got "
+            f"{config.low_quantile}, {config.high_quantile}"
+        )
 
-    action_dim: int = 2
-    """A: size of one action."""
-    chunk_size: int = 5
-    """T: actions per chunk (T * A tokens per chunk)."""
+
+@dataclass
+class BinsTokenizerConfig(ChunkConfig):
+    """Everything that defines a BinsTokenizer (with ChunkConfig's fields; T * A tokens a chunk)."""
+
     num_bins: int = 256
     """K: uniform bins per action dimension (RT-2 and OpenVLA use 256)."""
     low_quantile: float = 0.01
     """Each dimension's bins start at this quantile of its values (1st percentile, as OpenVLA)."""
     high_quantile: float = 0.99
     """... and end at this one."""
-    normalization: Literal["meanstd", "minmax"] = "meanstd"
-    """The normalised space the bins are laid out in (uniform bins are the same either way)."""
-    relative_to: list[int] = field(default_factory=list)
-    """The frame of the chunks (see TokenizerConfig.relative_to)."""
 
     def __post_init__(self) -> None:
-        check_literals(self)
-        self.relative_to = [int(i) for i in self.relative_to]
+        super().__post_init__()
         if self.num_bins < 2:
             raise ValueError(f"BinsTokenizerConfig: num_bins must be >= 2, got {self.num_bins}")
-        if not 0.0 <= self.low_quantile < self.high_quantile <= 1.0:
-            raise ValueError(
-                "BinsTokenizerConfig: need 0 <= low_quantile < high_quantile <= 1, got "
-                f"{self.low_quantile}, {self.high_quantile}"
-            )
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str = "config") -> BinsTokenizerConfig:
-        """Build from a dict, naming unknown keys instead of failing with a TypeError."""
-        return config_from_dict(cls, data, source)
+        check_quantiles(self)
 
 
 @register_tokenizer("bins")

@@ -19,17 +19,16 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from vqbet.checks import check_literals, config_from_dict
-from vqbet.tokenizers.base import ChunkTokenizer, as_chunks, register_tokenizer
-from vqbet.tokenizers.bins import quantile_range
+from vqbet.tokenizers.base import ChunkConfig, ChunkTokenizer, as_chunks, register_tokenizer
+from vqbet.tokenizers.bins import check_quantiles, quantile_range
 
 BPE_FILE = "bpe.json"
 FIRST_SYMBOL = 0x100
@@ -37,11 +36,9 @@ FIRST_SYMBOL = 0x100
 
 
 @dataclass
-class FASTTokenizerConfig:
-    """Everything that defines a FASTTokenizer."""
+class FASTTokenizerConfig(ChunkConfig):
+    """Everything that defines a FASTTokenizer (with ChunkConfig's fields)."""
 
-    action_dim: int = 2
-    """A: size of one action."""
     chunk_size: int = 10
     """T: actions per chunk (the DCT runs over these T steps)."""
     scale: float = 10.0
@@ -53,28 +50,14 @@ class FASTTokenizerConfig:
     """Each dimension's [low_quantile, high_quantile] range maps to [-1, 1] before the DCT."""
     high_quantile: float = 0.99
     """... (the published recipe normalises by the 1st and 99th percentiles)."""
-    normalization: Literal["meanstd", "minmax"] = "meanstd"
-    """The shared normaliser applied first (the quantile map follows it)."""
-    relative_to: list[int] = field(default_factory=list)
-    """The frame of the chunks (see TokenizerConfig.relative_to)."""
 
     def __post_init__(self) -> None:
-        check_literals(self)
-        self.relative_to = [int(i) for i in self.relative_to]
+        super().__post_init__()
         if not self.scale > 0:
             raise ValueError(f"FASTTokenizerConfig: scale must be > 0, got {self.scale}")
         if self.vocab_size < 2:
             raise ValueError(f"FASTTokenizerConfig: vocab_size must be >= 2, got {self.vocab_size}")
-        if not 0.0 <= self.low_quantile < self.high_quantile <= 1.0:
-            raise ValueError(
-                "FASTTokenizerConfig: need 0 <= low_quantile < high_quantile <= 1, got "
-                f"{self.low_quantile}, {self.high_quantile}"
-            )
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str = "config") -> FASTTokenizerConfig:
-        """Build from a dict, naming unknown keys instead of failing with a TypeError."""
-        return config_from_dict(cls, data, source)
+        check_quantiles(self)
 
 
 def dct_matrix(n: int) -> Tensor:

@@ -8,45 +8,32 @@ on the bin, on the same transformer. Fitted centres are buffers, so they are sav
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from vqbet.checks import check_literals, config_from_dict
 from vqbet.quantize import kmeans, nearest_code
-from vqbet.tokenizers.base import ChunkTokenizer, as_chunks, register_tokenizer
+from vqbet.tokenizers.base import ChunkConfig, ChunkTokenizer, as_chunks, register_tokenizer
 
 
 @dataclass
-class KMeansTokenizerConfig:
-    """Everything that defines a KMeansTokenizer; saved in the policy's config.json."""
+class KMeansTokenizerConfig(ChunkConfig):
+    """Everything that defines a KMeansTokenizer (with ChunkConfig's fields); saved in its config.json."""
 
-    action_dim: int = 2
-    """A: size of one action."""
     chunk_size: int = 1
     """T: actions per chunk (BeT used single actions)."""
     num_bins: int = 64
     """K: k-means centres."""
     kmeans_iters: int = 50
     """Lloyd iterations of the fit."""
-    normalization: Literal["meanstd", "minmax"] = "meanstd"
-    """How raw actions are normalised before clustering."""
-    relative_to: list[int] = field(default_factory=list)
-    """The frame of the chunks (see TokenizerConfig.relative_to)."""
 
     def __post_init__(self) -> None:
-        check_literals(self)
-        self.relative_to = [int(i) for i in self.relative_to]
+        super().__post_init__()
         if self.num_bins < 2:
             raise ValueError(f"KMeansTokenizerConfig: num_bins must be >= 2, got {self.num_bins}")
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str = "config") -> KMeansTokenizerConfig:
-        """Build from a dict, naming unknown keys instead of failing with a TypeError."""
-        return config_from_dict(cls, data, source)
 
 
 @register_tokenizer("kmeans")

@@ -17,21 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vqbet.checks import check_literals, config_from_dict
 from vqbet.nn.mlp import mlp
 from vqbet.quantize import CodebookUsage, Residual, ResidualFSQ, ResidualVQ
-from vqbet.tokenizers.base import ChunkTokenizer, register_tokenizer
+from vqbet.tokenizers.base import ChunkConfig, ChunkTokenizer, register_tokenizer
 from vqbet.tokenizers.fit import TokenizerFitConfig, fit_tokenizer
 
 
 @dataclass
-class TokenizerConfig:
-    """Everything that defines an ActionTokenizer; saved as its config.json."""
+class TokenizerConfig(ChunkConfig):
+    """Everything that defines an ActionTokenizer (with ChunkConfig's action_dim, chunk_size,
+    normalization, relative_to); saved in its config.json."""
 
-    action_dim: int = 2
-    """A: size of one action."""
-    chunk_size: int = 5
-    """T: actions per chunk (one token = one chunk)."""
     num_layers: int = 2
     """L: residual quantiser layers (codes per chunk)."""
     codebook_size: int = 16
@@ -46,8 +42,6 @@ class TokenizerConfig:
     """Width of the encoder and decoder MLPs."""
     depth: int = 2
     """Hidden layers in the encoder and in the decoder."""
-    normalization: Literal["meanstd", "minmax"] = "meanstd"
-    """How raw actions are normalised before encoding: "meanstd" or "minmax"."""
     reconstruction_loss: Literal["mse", "l1"] = "mse"
     """"mse" or "l1" (VQ-BeT uses L1) between normalised chunks and reconstructions."""
     commitment_weight: float = 0.25
@@ -64,15 +58,10 @@ class TokenizerConfig:
     """Gradient estimator through the quantiser: "ste", "rotation" or "gumbel"."""
     cosine: bool = False
     """Cosine-similarity codebooks (directions only)."""
-    relative_to: list[int] = field(default_factory=list)
-    """The frame the chunks live in: empty for absolute actions, else for each action dim the
-    observation index subtracted from it (a policy's `action_relative_to`). Recorded so that a
-    tokenizer loaded on its own says what its codes mean; set by the policy that fits it."""
 
     def __post_init__(self) -> None:
-        check_literals(self)
-        self.relative_to = [int(i) for i in self.relative_to]
-        for name in ("action_dim", "chunk_size", "num_layers", "latent_dim", "hidden_dim"):
+        super().__post_init__()
+        for name in ("num_layers", "latent_dim", "hidden_dim"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TokenizerConfig: {name} must be >= 1, got {getattr(self, name)}")
         if self.depth < 0:
@@ -80,11 +69,6 @@ class TokenizerConfig:
         if self.quantizer == "rvq" and self.codebook_size < 2:
             raise ValueError(f"TokenizerConfig: codebook_size must be >= 2, got {self.codebook_size}")
         self.fsq_levels = [int(v) for v in self.fsq_levels]
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str = "config") -> TokenizerConfig:
-        """Build from a dict, naming unknown keys instead of failing with a TypeError."""
-        return config_from_dict(cls, data, source)
 
 
 @dataclass
