@@ -62,6 +62,21 @@ def episode_chunks(
     return np.stack(out).astype(np.float32)
 
 
+def back_to_back(actions: np.ndarray, ends: np.ndarray, episodes: np.ndarray, t: int) -> np.ndarray:
+    """Episodes cut into consecutive chunks (E, K, t, A): those with at least two whole chunks (at
+    most 200), each cut to the shortest one's K chunks."""
+    starts = np.concatenate([[0], ends[:-1]])
+    runs = [
+        actions[s : s + (e - s) // t * t].reshape(-1, t, actions.shape[1])
+        for s, e in ((int(starts[i]), int(ends[i])) for i in episodes)
+    ]
+    runs = [r for r in runs if len(r) >= 2][:200]
+    if not runs:
+        return np.zeros((0, 2, t, actions.shape[1]), dtype=np.float32)
+    k = min(len(r) for r in runs)
+    return np.stack([r[:k] for r in runs]).astype(np.float32)
+
+
 def calls_per_second(call, batch: torch.Tensor, seconds: float = 0.3) -> float:
     """Chunks per second of `call(batch)`: the median of repeated calls for about `seconds`."""
     call(batch)
@@ -246,7 +261,6 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     data = load_dataset(args.source, obs_keys=args.obs_keys, action_key=args.action_key)
     ends = np.asarray(data.episode_ends)
     train_eps, held_eps = split_episodes(data.num_episodes, args.held_out, seed=0)
@@ -270,9 +284,7 @@ def main() -> None:
         train = episode_chunks(data.action, ends, train_eps, t, stride=1)
         train = train[rng.permutation(len(train))[: args.max_chunks]]
         held = episode_chunks(data.action, ends, held_eps, t, stride=1)
-        played = [episode_chunks(data.action, ends, [e], t, stride=t) for e in held_eps]
-        k = min(len(p) for p in played)
-        played = np.stack([p[:k] for p in played if len(p) >= 2][:200]) if k >= 2 else np.zeros((0, 2, t, 1))
+        played = back_to_back(data.action, ends, held_eps, t)
         for name in args.tokenizers:
             for options in budgets[name]:
                 row = measure(name, options, train, held, played, steps)

@@ -41,11 +41,9 @@ class MeanBinsTokenizer(ChunkTokenizer):
         self.num_layers, self.codebook_size = self.config.action_dim, self.config.bins
         self.register_buffer("centres", torch.linspace(-2, 2, self.config.bins))
 
-    def fit(self, chunks, *, seed=0, config=None, log_dir=None, progress=True):
-        data = torch.as_tensor(np.asarray(chunks), dtype=torch.float32)
-        self.check_actions(data, name="chunks")
-        self.normalizer.fit(data)
-        error = (self.decode(self.encode(data)) - data).square().mean().item()
+    def _fit(self, chunks, *, seed, **options):
+        self.normalizer.fit(chunks)
+        error = (self.decode(self.encode(chunks)) - chunks).square().mean().item()
         return {"reconstruction_loss": error}
 
     def encode_normalized(self, chunks):

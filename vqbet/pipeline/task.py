@@ -82,9 +82,6 @@ class TaskConfig:
         """Build from a resolved task dict, naming unknown and missing keys."""
         return config_from_dict(cls, data, source)
 
-    def replace(self, **changes: Any) -> TaskConfig:
-        return dataclasses.replace(self, **changes)
-
 
 def env_factory(env_id: str, **env_kwargs: Any) -> functools.partial:
     """`make_env(**kwargs) -> gym.Env` for a registered task with `env_kwargs` (a task config's
@@ -139,4 +136,4 @@ def with_data_dims(task: TaskConfig) -> tuple[TaskConfig, EpisodeData | None]:
         if data.env_state is not None:
             vision.setdefault("env_state_dim", int(data.env_state.shape[1]))
         dims["vision"] = vision
-    return task.replace(**dims), data
+    return dataclasses.replace(task, **dims), data

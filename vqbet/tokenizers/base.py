@@ -5,9 +5,9 @@ normalises its own input (statistics in buffers) and records the frame its chunk
 (`config.relative_to`), so a tokenizer saved on its own says what its tokens mean. Every family
 fits, encodes, decodes, saves and loads the same way; policies use only this interface.
 
-A new family is one module: a `ChunkTokenizer` subclass with `@register_tokenizer("name")`, a
-config dataclass (`config_class`, with `action_dim`, `chunk_size`, `relative_to` and a `from_dict`)
-and `fit`, `encode_normalized`, `decode_normalized`. `tokenizer_class("name")` imports
+A new family is one module: a `ChunkTokenizer` subclass with `@register_tokenizer("name")`, its
+config (`config_class`, a `ChunkConfig` subclass) and `_fit` (on checked chunks),
+`encode_normalized`, `decode_normalized`. `tokenizer_class("name")` imports
 `vqbet.tokenizers.<name>` on first use, as `policy_class` does for policies.
 """
 
@@ -151,6 +151,13 @@ class ChunkTokenizer(nn.Module):
         gradient steps). `config` says how to train where a family has such a loop
         (ActionTokenizer: a TokenizerFitConfig); families fitted in closed form ignore it, as they
         ignore `log_dir` (tensorboard curves) and `progress` (a progress bar)."""
+        data = as_chunks(chunks)
+        self.check_actions(data, name="chunks")
+        return self._fit(data, seed=seed, config=config, log_dir=log_dir, progress=progress)
+
+    def _fit(self, chunks: Tensor, *, seed: int, **options: Any) -> dict[str, Any]:
+        """The family's `fit` on checked float32 chunks (N, T, A) in raw units; `options` are
+        `fit`'s config, log_dir and progress, each a family's to use or ignore."""
         raise NotImplementedError
 
     def encode_normalized(self, chunks: Tensor) -> Tensor:

@@ -9,15 +9,13 @@ range is at most half a bin.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from vqbet.tokenizers.base import ChunkConfig, ChunkTokenizer, as_chunks, register_tokenizer
+from vqbet.tokenizers.base import ChunkConfig, ChunkTokenizer, register_tokenizer
 
 
 def quantile_range(chunks: Tensor, low_quantile: float, high_quantile: float) -> tuple[Tensor, Tensor]:
@@ -71,23 +69,12 @@ class BinsTokenizer(ChunkTokenizer):
         self.register_buffer("high", torch.full((c.action_dim,), 1.0))
 
     @torch.no_grad()
-    def fit(
-        self,
-        chunks: Tensor | np.ndarray,
-        *,
-        seed: int = 0,
-        config: Any = None,
-        log_dir: str | os.PathLike | None = None,
-        progress: bool = True,
-    ) -> dict[str, Any]:
-        """Fit the normaliser and each dimension's range (its quantiles) on chunks (N, T, A);
-        returns the mean squared error per normalised entry and the share of bins used. Nothing
-        is random (`seed` is unused); a gradient-fit `config`, `log_dir` and `progress` do not
-        apply and are ignored."""
-        data = as_chunks(chunks)
-        self.check_actions(data, name="chunks")
-        self.normalizer.fit(data)
-        target = self.normalizer.normalize(data)
+    def _fit(self, chunks: Tensor, *, seed: int, **options: Any) -> dict[str, Any]:
+        """The normaliser and each dimension's range (its quantiles); returns the mean squared
+        error per normalised entry and the share of bins used. Nothing is random (`seed` is
+        unused); `options` do not apply."""
+        self.normalizer.fit(chunks)
+        target = self.normalizer.normalize(chunks)
         low, high = quantile_range(target, self.config.low_quantile, self.config.high_quantile)
         self.low.copy_(low)
         self.high.copy_(high)

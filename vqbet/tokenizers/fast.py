@@ -17,8 +17,8 @@ range seen in `fit` are clipped to it when encoding.
 from __future__ import annotations
 
 import itertools
+import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vqbet.tokenizers.base import ChunkConfig, ChunkTokenizer, as_chunks, register_tokenizer
+from vqbet.tokenizers.base import ChunkConfig, ChunkTokenizer, register_tokenizer
 from vqbet.tokenizers.bins import check_quantiles, quantile_range
 
 BPE_FILE = "bpe.json"
@@ -131,24 +131,14 @@ class FASTTokenizer(ChunkTokenizer):
 
     # -- fit --------------------------------------------------------------------------------------
     @torch.no_grad()
-    def fit(
-        self,
-        chunks: Tensor | np.ndarray,
-        *,
-        seed: int = 0,
-        config: Any = None,
-        log_dir: str | os.PathLike | None = None,
-        progress: bool = False,
-    ) -> dict[str, Any]:
-        """Fit the normaliser, each dimension's quantile range, the coefficient range and the BPE
-        vocabulary on chunks (N, T, A); returns the mean squared error per normalised entry and
-        the mean and largest token count. BPE training is deterministic (`seed` is unused); a
-        gradient-fit `config` and `log_dir` do not apply."""
+    def _fit(self, chunks: Tensor, *, seed: int, progress: bool = True, **options: Any) -> dict[str, Any]:
+        """The normaliser, each dimension's quantile range, the coefficient range and the BPE
+        vocabulary (`progress`: the trainer's bar); returns the mean squared error per normalised
+        entry and the mean and largest token count. BPE training is deterministic (`seed` is
+        unused); the other `options` do not apply."""
         tokenizers = _bpe_module()
-        data = as_chunks(chunks)
-        self.check_actions(data, name="chunks")
-        self.normalizer.fit(data)
-        normalised = self.normalizer.normalize(data)
+        self.normalizer.fit(chunks)
+        normalised = self.normalizer.normalize(chunks)
         low, high = quantile_range(normalised, self.config.low_quantile, self.config.high_quantile)
         self.low.copy_(low)
         self.high.copy_(high)
@@ -170,7 +160,7 @@ class FASTTokenizer(ChunkTokenizer):
         )
         bpe.train_from_iterator(self._strings(integers), trainer)
         self._set_bpe(bpe)
-        tokens, lengths = self.encode(data)
+        tokens, lengths = self.encode(chunks)
         error = (self.normalizer.normalize(self.decode(tokens, lengths)) - normalised).square().mean()
         return {
             "reconstruction_loss": error.item(),
@@ -255,8 +245,6 @@ class FASTTokenizer(ChunkTokenizer):
     # -- persistence ----------------------------------------------------------------------------
     def extra_files(self) -> dict[str, dict]:
         """The BPE vocabulary and merges, as Hugging Face tokenizers' JSON."""
-        import json
-
         return {BPE_FILE: json.loads(self._bpe.to_str())} if self._bpe is not None else {}
 
     def load_extra_files(self, path: Path) -> None:

@@ -16,6 +16,7 @@ from vqbet.checks import check_ranges
 from vqbet.nn.optim import adamw, lr_factor
 from vqbet.progress import Progress
 from vqbet.quantize import anneal_temperature
+from vqbet.tokenizers.base import as_chunks
 
 if TYPE_CHECKING:
     from vqbet.tokenizers.rvq import ActionTokenizer
@@ -69,8 +70,7 @@ def fit_tokenizer(
     `log_dir`, writes losses and per-layer perplexity/usage to tensorboard.
     """
     config = config or TokenizerFitConfig()
-    data = torch.as_tensor(np.asarray(chunks) if not isinstance(chunks, Tensor) else chunks)
-    data = data.to(torch.float32)
+    data = as_chunks(chunks)
     tokenizer.check_actions(data, name="chunks")
     if data.shape[0] < 2:
         raise ValueError(f"chunks must hold at least 2 chunks, got {data.shape[0]}")

@@ -6,7 +6,7 @@ layers are residual FSQ, each quantising what the layers before it left."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from vqbet.tokenizers.base import register_tokenizer
 from vqbet.tokenizers.rvq import ActionTokenizer, TokenizerConfig
@@ -31,6 +31,3 @@ class FSQTokenizer(ActionTokenizer):
 
     config_class = FSQTokenizerConfig
     config: FSQTokenizerConfig
-
-    def __init__(self, config: FSQTokenizerConfig | None = None, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)

@@ -7,16 +7,14 @@ on the bin, on the same transformer. Fitted centres are buffers, so they are sav
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from vqbet.quantize import kmeans, nearest_code
-from vqbet.tokenizers.base import ChunkConfig, ChunkTokenizer, as_chunks, register_tokenizer
+from vqbet.tokenizers.base import ChunkConfig, ChunkTokenizer, register_tokenizer
 
 
 @dataclass
@@ -51,22 +49,11 @@ class KMeansTokenizer(ChunkTokenizer):
         self.codebook_size = c.num_bins
 
     @torch.no_grad()
-    def fit(
-        self,
-        chunks: Tensor | np.ndarray,
-        *,
-        seed: int = 0,
-        config: Any = None,
-        log_dir: str | os.PathLike | None = None,
-        progress: bool = True,
-    ) -> dict[str, Any]:
-        """Fit the normaliser and the bins on chunks (N, T, A) by k-means (`config.kmeans_iters`
-        Lloyd iterations from seed `seed`); returns the mean squared error per normalised entry.
-        A gradient-fit `config`, `log_dir` and `progress` do not apply and are ignored."""
-        data = as_chunks(chunks)
-        self.check_actions(data, name="chunks")
-        self.normalizer.fit(data)
-        flat = self.normalizer.normalize(data).reshape(data.shape[0], -1)
+    def _fit(self, chunks: Tensor, *, seed: int, **options: Any) -> dict[str, Any]:
+        """The normaliser and the bins by k-means (`config.kmeans_iters` Lloyd iterations from seed
+        `seed`); returns the mean squared error per normalised entry. `options` do not apply."""
+        self.normalizer.fit(chunks)
+        flat = self.normalizer.normalize(chunks).reshape(chunks.shape[0], -1)
         g = torch.Generator().manual_seed(seed)
         centres, counts = kmeans(flat, self.config.num_bins, iters=self.config.kmeans_iters, generator=g)
         self.centres.copy_(centres)

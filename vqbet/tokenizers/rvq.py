@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -132,11 +131,11 @@ class ActionTokenizer(ChunkTokenizer):
         """Codes per layer (K for RVQ, prod(levels) for FSQ)."""
         return self.quantizer.codebook_size
 
-    def fit(
+    def _fit(
         self,
-        chunks: Tensor | np.ndarray,
+        chunks: Tensor,
         *,
-        seed: int = 0,
+        seed: int,
         config: TokenizerFitConfig | None = None,
         log_dir: str | os.PathLike | None = None,
         progress: bool = True,
