@@ -40,7 +40,22 @@ class StabilityChecks:
         return not self._finite_state() or self._warnings() > warnings_before
 
 
-class PlanarTaskEnv(StabilityChecks, MujocoEnv):
+class StrictReset:
+    """`reset(options=...)` with a key the env does not read is an error: MujocoEnv would drop it
+    without a word, and the caller would believe it applied. `reset_options` names those it reads
+    (none, in every task here)."""
+
+    reset_options: tuple[str, ...] = ()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        unknown = sorted(set(options or {}) - set(self.reset_options))
+        if unknown:
+            takes = list(self.reset_options) or "none"
+            raise ValueError(f"{type(self).__name__}.reset: unknown option(s) {unknown}; it takes {takes}")
+        return super().reset(seed=seed, options=options)
+
+
+class PlanarTaskEnv(StrictReset, StabilityChecks, MujocoEnv):
     """A MujocoEnv seen from above, with a position-controlled point agent on slide joints.
 
     Subclasses give the XML file, the observation size and the task logic (`_task_reset`,

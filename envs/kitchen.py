@@ -29,7 +29,7 @@ import numpy as np
 from gymnasium.envs.mujoco import MujocoEnv
 from gymnasium.spaces import Box
 
-from envs.base import StabilityChecks
+from envs.base import StabilityChecks, StrictReset
 
 OBS_ELEMENT_INDICES = {  # qpos indices of each sub-task's object joints (FrankaKitchen-v1)
     "bottom burner": np.array([11, 12]),
@@ -86,7 +86,7 @@ def joint_specs(config: Path, count: int) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in out.items()}
 
 
-class KitchenEnv(StabilityChecks, MujocoEnv):
+class KitchenEnv(StrictReset, StabilityChecks, MujocoEnv):
     """Franka Kitchen with four sub-tasks in any order; see the module doc."""
 
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 12}  # noqa: RUF012

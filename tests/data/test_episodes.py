@@ -43,7 +43,7 @@ def brute_force_window(data, episode, t, to, ta):
     return np.array(obs), np.array(act), np.array(mask)
 
 
-@pytest.mark.parametrize(("to", "ta"), [(1, 1), (3, 4), (10, 2)])
+@pytest.mark.parametrize(("to", "ta"), [(1, 1), (3, 4), (9, 2), (2, 9)])
 def test_windows_equal_brute_force(to, ta):
     data = random_data(seed=to * 10 + ta)
     windows = TrajectoryWindows(data, obs_window=to, action_chunk=ta)
@@ -255,3 +255,10 @@ def test_window_arguments_are_checked():
         TrajectoryWindows(data, 1, 1, cameras=["top"])
     with pytest.raises(ValueError, match="episode indices"):
         TrajectoryWindows(data, 1, 1, episodes=[7])
+    longest = r"longer than every episode chosen \(4 episodes of 1 to 9 steps\): every window would be padded"
+    with pytest.raises(ValueError, match=rf"action_chunk 10 is {longest}; set action_chunk to at most 9"):
+        TrajectoryWindows(data, 2, 10)
+    with pytest.raises(ValueError, match=rf"obs_window 10 is {longest}"):
+        TrajectoryWindows(data, 10, 2)
+    with pytest.raises(ValueError, match=r"action_chunk 4 is longer than every episode chosen \(2 episodes"):
+        TrajectoryWindows(data, 1, 4, episodes=[1, 3])  # the episodes of 1 and 3 steps

@@ -68,6 +68,16 @@ def test_bad_action_shape_raises():
         env.step(np.zeros(3))
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_reset_options_it_does_not_read_are_an_error_not_dropped(task):
+    env = gym.make(f"vqbet/{task}-v0")
+    first, _ = env.reset(seed=3, options={})  # what vector envs pass after taking reset_mask
+    with pytest.raises(ValueError, match=r"reset: unknown option\(s\) \['goal', 'start'\]; it takes none"):
+        env.reset(seed=3, options={"start": [0.0, 0.0], "goal": 1})
+    again, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(first, again)
+
+
 def test_unstable_simulation_ends_episode_as_failure():
     env = gym.make("vqbet/BlockPush-v0")
     env.reset(seed=0)

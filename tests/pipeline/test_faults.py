@@ -121,6 +121,15 @@ def test_checkpoints_record_their_task_and_data_and_evaluate_without_the_dataset
     assert results["env_id"] == "vqbet/MultiReach-v0" and results["expert_success_rate"] == 1.0
     with pytest.raises(ValueError, match=r"was trained on vqbet/MultiReach-v0.*allow_other_task=true"):
         evaluate_checkpoint(cfg, task_given=True)
+    same = config(
+        tmp_path, "", f"checkpoint={alone}", f"out={tmp_path / 'ev2'}", "eval.episodes=1", name="eval"
+    )
+    same["task"]["env_kwargs"] = {"width": 64}  # an override of the same task: not dropped for the record
+    with pytest.raises(
+        ValueError, match=r"task.env_kwargs.width=64 \(trained with None\) differ from the task"
+    ):
+        evaluate_checkpoint(same, task_given=True)
+    assert not (tmp_path / "ev2").exists()
     report = write_report(
         tmp_path, {"policy": "mlp", "env_id": "x", "eval_seed": 0, "summary": results["summary"]}
     )

@@ -177,7 +177,9 @@ def test_the_exported_program_acts_like_the_eager_policy(name, tmp_path):
         obs = torch.randn(batch, 3, 2)
         expected = policy.predict_action_chunk(obs)
         assert torch.equal(acting.predict_action_chunk(obs.numpy()), expected)  # any batch, no recompile
-    with pytest.raises(ValueError, match=r"takes obs \(B, 3, 2\) with 1 <= B <= 64, got \(1, 3, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"config.json: obs must have shape \(B, 3, 2\) with 1 <= B <= 64, got \(1, 3, 4\)"
+    ):
         acting.predict_action_chunk(torch.zeros(1, 3, 4))
 
 
@@ -206,12 +208,14 @@ def test_the_compiled_package_acts_like_the_eager_policy(tmp_path):
 
 
 def test_a_compiled_package_of_another_torch_is_refused_by_name(tmp_path):
-    from vqbet.policies.export import ExportedPolicy
+    from vqbet.policies.export import ExportedPolicy, _interface_digest
 
     policy, _ = fitted("mlp")
     folder = policy.export(tmp_path / "deploy", max_batch=4)
     meta = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**meta, "compiled": True, "torch": "2.0.0"}))
+    meta.update(compiled=True, torch="2.0.0")
+    meta.update(interface_sha256=_interface_digest(meta["program_sha256"], meta))  # as if made so
+    (folder / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"compiled with torch 2\.0\.0 runs only with that version"):
         ExportedPolicy.load(folder)
 

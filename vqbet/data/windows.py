@@ -66,6 +66,14 @@ class TrajectoryWindows(Dataset):
         self.episodes = chosen
         starts, ends = data.episode_starts[chosen], data.episode_ends[chosen]
         lengths = ends - starts
+        longest = int(lengths.max())
+        for name, size in (("obs_window", obs_window), ("action_chunk", action_chunk)):
+            if size > longest:
+                raise ValueError(
+                    f"{data.source}: {name} {size} is longer than every episode chosen ({len(chosen)} "
+                    f"episodes of {int(lengths.min())} to {longest} steps): every window would be "
+                    f"padded; set {name} to at most {longest}"
+                )
         self._anchor = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
         self._start = np.repeat(starts, lengths)
         self._end = np.repeat(ends, lengths)

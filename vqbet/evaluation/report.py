@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from vqbet.io.atomic import write_text
 from vqbet.io.run_dir import RunDir
 
 
@@ -127,7 +128,7 @@ def _number(value: float | None, digits: int = 2) -> str:
 
 def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
     """results.json and a short report.md in `run_dir`."""
-    RunDir.of(run_dir).results.write_text(json.dumps(results, indent=2, default=str))
+    write_text(RunDir.of(run_dir).results, json.dumps(results, indent=2, default=str))
     s = results["summary"]
     low, high = s["success_ci95"]
     lines = [
@@ -159,14 +160,12 @@ def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
         )
     files = sorted(p.name for p in run_dir.iterdir() if p.suffix in (".json", ".png", ".mp4"))
     lines += ["", "Files: " + ", ".join(f"`{f}`" for f in files) + "."]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(run_dir / "report.md", "\n".join(lines) + "\n")
 
 
 def write_offline_report(run_dir: Path, results: dict[str, Any]) -> Path:
     """results.json and report.md of a run judged on held-out demonstrations (no simulator)."""
-    RunDir.of(run_dir).results.write_text(json.dumps(results, indent=2, default=str))
+    write_text(RunDir.of(run_dir).results, json.dumps(results, indent=2, default=str))
     m = results["offline"]
     samples = m["samples"]
     lines = [
@@ -190,6 +189,4 @@ def write_offline_report(run_dir: Path, results: dict[str, Any]) -> Path:
         lines.append(f"- training wall time: {results['train_seconds']:.0f} s ({results['device']})")
     files = sorted(p.name for p in run_dir.iterdir() if p.suffix in (".json", ".png"))
     lines += ["", "Files: " + ", ".join(f"`{f}`" for f in files) + "."]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(run_dir / "report.md", "\n".join(lines) + "\n")

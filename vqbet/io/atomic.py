@@ -67,6 +67,19 @@ def replace_folder(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file whole or not at all: into a temporary beside it, then one rename."""
+    final = Path(path)
+    tmp = final.with_name(f"{temp_prefix(final)}text")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

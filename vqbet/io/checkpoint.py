@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from vqbet.io.atomic import clean_stale, replace_folder, temp_prefix
+from vqbet.io.full_disk import naming_full_disk
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -40,22 +41,23 @@ def write_folder(
     maps file names to functions that write that file, given its path.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(final)
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final), dir=final.parent))
-    try:
-        for name, payload in json_files.items():
-            (tmp / name).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        for name, tensors in tensor_files.items():
-            plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-            save_file(plain, str(tmp / name))
-        for name, write in (other_files or {}).items():
-            write(tmp / name)
-        _fsync_folder(tmp)
-        replace_folder(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with naming_full_disk(final, f"; {final} is as it was before"):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(final)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final), dir=final.parent))
+        try:
+            for name, payload in json_files.items():
+                (tmp / name).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+            for name, tensors in tensor_files.items():
+                plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+                save_file(plain, str(tmp / name))
+            for name, write in (other_files or {}).items():
+                write(tmp / name)
+            _fsync_folder(tmp)
+            replace_folder(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return final
 
 

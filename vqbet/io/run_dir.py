@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from vqbet.io.full_disk import DiskFull, disk_full_error
 
 LOCK_FILE = ".lock"
 
@@ -55,12 +58,37 @@ def writer_lock(folder: str | os.PathLike, job: str) -> Iterator[Path]:
             yield root
         finally:
             os.ftruncate(fd, 0)
-            if created and os.listdir(root) == [LOCK_FILE]:  # nothing was written: leave no folder
+            if created and root.is_dir() and os.listdir(root) == [LOCK_FILE]:  # nothing written: no folder
                 (root / LOCK_FILE).unlink()
                 root.rmdir()
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def undone_if_disk_full(
+    folder: Path, *, created: bool | None = None, keep: Callable[[Path], bool] | None = None
+) -> Iterator[None]:
+    """When the disk fills up inside the block: a `folder` the job created (`created`; default:
+    it does not exist yet) is removed again unless `keep(folder)` (e.g. it holds a checkpoint to
+    resume from), and the error is one DiskFull naming the path and what was kept. Files written
+    before are whole either way (checkpoints and reports are replaced atomically)."""
+    created = not folder.exists() if created is None else created
+    try:
+        yield
+    except BaseException as err:
+        full = disk_full_error(err, folder)
+        if full is None:
+            raise
+        if created and folder.exists() and not (keep is not None and keep(folder)):
+            shutil.rmtree(folder, ignore_errors=True)
+            note = f"; {folder} was removed (this job had made it, and nothing in it was worth keeping)"
+        elif created:
+            note = f"; {folder} keeps what was written before (checkpoints whole: resume=true goes on)"
+        else:
+            note = f"; what {folder} held before is unchanged or replaced whole, file by file"
+        raise DiskFull(full.path, note) from None
 
 
 @dataclass(frozen=True)

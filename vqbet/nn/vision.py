@@ -188,19 +188,6 @@ class ImageEncoders(nn.Module):
         self.register_buffer("scale", 1.0 / (255.0 * std_t), persistent=False)
         self.register_buffer("shift", -torch.tensor(mean).view(1, 3, 1, 1) / std_t, persistent=False)
 
-    def check(self, images: dict[str, Tensor], where: str) -> None:
-        """Raise ValueError naming a missing camera or a wrong image size."""
-        c = self.config
-        for camera in c.cameras:
-            if camera not in images:
-                raise ValueError(f"{where}: camera {camera!r} is missing (the policy sees {c.cameras})")
-            shape = tuple(images[camera].shape[-3:])
-            if shape != (*c.image_size, 3):
-                raise ValueError(
-                    f"{where}: camera {camera!r} gives images of shape {shape}, the policy takes "
-                    f"{(*c.image_size, 3)} (vision.image_size)"
-                )
-
     def pixels(self, images: Tensor) -> Tensor:
         """(N, H, W, 3) uint8 -> (N, 3, h / d, w / d) float: cropped (random in training mode, else
         centred), normalised and average-pooled by d = `downsample`; channels-last in memory, which

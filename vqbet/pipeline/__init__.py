@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from vqbet.io.full_disk import DiskFull
 from vqbet.io.run_dir import RunFolderBusy
 from vqbet.pipeline.collect import collect
 from vqbet.pipeline.config import EVAL_SEED, RunConfig, check_run_config
@@ -23,8 +24,9 @@ from vqbet.pipeline.task import TaskConfig, env_factory
 from vqbet.pipeline.train import build_policy, fit_phase_one, train
 from vqbet.training.loop import TrainingDiverged
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged, RunFolderBusy)
-"""What bad input, a missing file or a diverged run raise: the scripts print the message alone."""
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged, RunFolderBusy, DiskFull)
+"""What bad input, a missing file, a diverged run or a full disk raise: the scripts print the
+message alone."""
 
 
 def run_cli(job: Callable[[], Any]) -> Any:

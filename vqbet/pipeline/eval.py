@@ -17,7 +17,7 @@ from vqbet.data import TrajectoryWindows, read_hdf5
 from vqbet.evaluation.offline import evaluate_offline
 from vqbet.evaluation.report import plot_orders, record_video, write_offline_report, write_report
 from vqbet.evaluation.rollouts import evaluate
-from vqbet.io.run_dir import RunDir, writer_lock
+from vqbet.io.run_dir import RunDir, undone_if_disk_full, writer_lock
 from vqbet.pipeline.config import EvalConfig
 from vqbet.pipeline.task import TaskConfig, env_factory, read_task_data
 from vqbet.policies import Policy, load_policy
@@ -153,6 +153,28 @@ def _trained_task(policy: Policy, checkpoint: Path) -> tuple[TaskConfig | None, 
     return (TaskConfig.from_dict(task, f"{source}: metadata.task") if task else None), source
 
 
+def _check_same_task(trained: TaskConfig, given: TaskConfig, checkpoint: Path, source: str) -> None:
+    """A task named at evaluation must be the one the checkpoint records in what evaluation uses
+    (the env and its arguments; the dataset for an offline task): an override that differs is an
+    error, never dropped in favour of the recorded task."""
+    if trained.env_id != given.env_id:
+        raise ValueError(
+            f"{checkpoint} was trained on {trained.env_id} ({source}), not {given.env_id}; "
+            "pass allow_other_task=true to evaluate it there anyway"
+        )
+    used = {f"env_kwargs.{k}": v for k, v in trained.env_kwargs.items()}
+    asked = {f"env_kwargs.{k}": v for k, v in given.env_kwargs.items()}
+    if trained.env_id is None:
+        used["dataset"], asked["dataset"] = trained.dataset, given.dataset
+    differ = [k for k in sorted(set(used) | set(asked)) if used.get(k) != asked.get(k)]
+    if differ:
+        detail = ", ".join(f"task.{k}={asked.get(k)!r} (trained with {used.get(k)!r})" for k in differ)
+        raise ValueError(
+            f"{checkpoint}: {detail} differ from the task it was trained on ({source}); drop the "
+            "override to evaluate on that task, or pass allow_other_task=true to evaluate on yours"
+        )
+
+
 def _evaluate_offline_checkpoint(
     policy: Policy, task: TaskConfig, checkpoint: Path, cfg: dict[str, Any], device: Any
 ) -> dict[str, Any]:
@@ -183,7 +205,9 @@ def evaluate_checkpoint(cfg: dict[str, Any], task_given: bool = False) -> dict[s
     checkpoint = Path(cfg["checkpoint"]) if cfg.get("checkpoint") is not None else None
     if checkpoint is None or not (checkpoint / "config.json").is_file():
         return _evaluate_checkpoint(cfg, task_given)  # names the problem before any folder is made
-    with writer_lock(_report_folder(cfg, checkpoint)[1], "evaluation"):
+    out_dir, locked = _report_folder(cfg, checkpoint)
+    fresh = not out_dir.exists()
+    with writer_lock(locked, "evaluation"), undone_if_disk_full(out_dir, created=fresh):
         return _evaluate_checkpoint(cfg, task_given)
 
 
@@ -203,11 +227,8 @@ def _evaluate_checkpoint(cfg: dict[str, Any], task_given: bool = False) -> dict[
     given = TaskConfig.from_dict(cfg["task"], "task")
     if task is None or (task_given and cfg.get("allow_other_task")):
         task = given
-    elif task_given and task.env_id != given.env_id:
-        raise ValueError(
-            f"{checkpoint} was trained on {task.env_id} ({source}), not {given.env_id}; "
-            "pass allow_other_task=true to evaluate it there anyway"
-        )
+    elif task_given:
+        _check_same_task(task, given, checkpoint, source)
     for name in ("obs_dim", "action_dim"):
         if getattr(policy.config, name) != getattr(task, name):
             raise ValueError(

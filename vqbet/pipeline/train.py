@@ -18,8 +18,9 @@ from vqbet.data.formats import detect_format
 from vqbet.evaluation.offline import evaluate_offline
 from vqbet.evaluation.report import plot_curves
 from vqbet.evaluation.rollouts import evaluate
+from vqbet.io.atomic import write_text
 from vqbet.io.checkpoint import read_json
-from vqbet.io.run_dir import writer_lock
+from vqbet.io.run_dir import RunDir, undone_if_disk_full, writer_lock
 from vqbet.pipeline.collect import collect
 from vqbet.pipeline.config import RunConfig, check_run_config, config_differences
 from vqbet.pipeline.eval import DEMONSTRATION_KEYS, evaluate_and_report, offline_and_report
@@ -160,6 +161,10 @@ def prepare_run_dir(run: RunConfig, content_hash: str) -> None:
             )
 
 
+def _has_checkpoint(root: Path) -> bool:
+    return RunDir.of(root).last.is_dir()
+
+
 def train(cfg: dict[str, Any]) -> dict[str, Any]:
     """The main job on a resolved config (configs/train.yaml); returns the evaluation results (an
     empty dict on ranks other than 0 under torchrun). Everything is checked (config, dataset, run
@@ -177,9 +182,12 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     content_hash = data.content_hash()
     # One writer per run folder (rank 0 writes for all): the checks of the folder run under the
     # lock, so two jobs started together cannot both find it free and mix their files.
+    fresh = not folder.root.exists()
     with contextlib.ExitStack() as held:
         if rank == 0:
             held.enter_context(writer_lock(folder.root, "training"))
+            # A full disk: the folder this run made goes again unless it holds a checkpoint.
+            held.enter_context(undone_if_disk_full(folder.root, created=fresh, keep=_has_checkpoint))
         prepare_run_dir(run, content_hash)
         train_eps, val_eps = split_episodes(data.num_episodes, run.data.val_fraction, seed=seed)
         shape = dict(obs_window=task.obs_window, action_chunk=task.action_chunk, cameras=task.cameras)
@@ -187,7 +195,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         val_set = TrajectoryWindows(data, episodes=val_eps, **shape) if len(val_eps) else None
         if rank == 0:
             print(f"run folder: {folder.root} ({world} process{'es' if world > 1 else ''})")
-            folder.config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            write_text(folder.config, yaml.safe_dump(cfg, sort_keys=False))
 
         torch.manual_seed(seed)
         policy = build_policy(cfg)  # afresh after the seed: the weights do not depend on the checks

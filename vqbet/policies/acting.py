@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vqbet.policies.inputs import FINITE_MESSAGE, InputSpec, check_inputs
+
 ArrayT = TypeVar("ArrayT", Tensor, np.ndarray)
 Observation = Tensor | dict[str, Tensor]
 """A state tensor (..., D), or {"state": (..., D), <camera>: (..., H, W, 3) uint8} with cameras."""
@@ -31,20 +33,6 @@ Observation = Tensor | dict[str, Tensor]
 def state_of(obs: Observation) -> Tensor:
     """The state part (..., D) of an observation."""
     return obs["state"] if isinstance(obs, dict) else obs
-
-
-def as_observation(obs: Any, device: torch.device) -> dict[str, Tensor]:
-    """An observation from the outside world (numpy or torch, an array or a dict of them) as a dict
-    of tensors on `device`: "state" float32, cameras as they come (uint8 frames)."""
-    if not isinstance(obs, dict):
-        obs = {"state": obs}
-    if "state" not in obs:
-        raise ValueError(f"an observation dict needs a 'state' entry, got keys {sorted(obs)}")
-    out = {}
-    for key, value in obs.items():
-        value = value if isinstance(value, Tensor) else torch.from_numpy(np.asarray(value))
-        out[key] = value.to(device=device, dtype=torch.float32 if key == "state" else None)
-    return out
 
 
 def batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -112,16 +100,14 @@ class ChunkActing:
         (B, H, W, 3) uint8} for a policy with cameras -> action (B, A) raw."""
         c = self.config
         device = next(self.parameters()).device
-        obs = as_observation(obs, device)
+        obs, goal = check_inputs(
+            obs, InputSpec.of(c), "select_action", steps=False, goal=goal, finite=False, device=device
+        )
         state = obs["state"]
-        if state.ndim != 2 or state.shape[1] != c.obs_dim:
-            raise ValueError(f"select_action: obs must have shape (B, {c.obs_dim}), got {tuple(state.shape)}")
         b = state.shape[0]
         finite = torch.isfinite(state).all(dim=1)
         if not bool(finite.all()):
             obs["state"] = self._hold_finite(state, finite)
-        if goal is not None:
-            goal = torch.as_tensor(np.asarray(goal), dtype=torch.float32, device=device)
         if (
             self._history is None
             or self._history["state"].shape[0] != b
@@ -166,7 +152,7 @@ class ChunkActing:
                 "" if self.config.nonfinite_obs != "hold" else " at the start of an episode (nothing to hold)"
             )
             raise ValueError(
-                f"select_action: the observation of env(s) {bad} holds NaN or inf{why}; a policy acting "
+                f"select_action: the observation of env(s) {bad} {FINITE_MESSAGE}{why}; a policy acting "
                 "on it would act on garbage for the next steps. Set the policy's nonfinite_obs='hold' to "
                 "act on each env's last finite observation instead."
             )

@@ -35,11 +35,11 @@ from vqbet.nn.vision import ImageEncoders, VisionConfig
 from vqbet.policies.acting import (
     ChunkActing,
     Observation,
-    as_observation,
     check_relative_to,
     state_of,
     to_relative,
 )
+from vqbet.policies.inputs import InputSpec, check_finite, check_inputs
 from vqbet.policies.registry import policy_class
 
 MODEL_TYPE = "vqbet.policy"
@@ -228,24 +228,9 @@ class Policy(ChunkActing, nn.Module):
         metrics.update(loss=loss.item(), env_state_loss=env_state_loss.item())
         return loss
 
-    def check_obs(self, obs: Observation) -> None:
-        c = self.config
-        cameras = c.vision.cameras
-        if cameras and not isinstance(obs, dict):
-            raise ValueError(f"this policy sees cameras {cameras}: pass {{'state': ..., <camera>: ...}}")
-        state = state_of(obs)
-        if state.ndim != 3 or state.shape[-1] != c.obs_dim or not 1 <= state.shape[1] <= c.obs_window:
-            raise ValueError(
-                f"obs must have shape (B, T <= {c.obs_window}, {c.obs_dim}), got {tuple(state.shape)}"
-            )
-        if self.image_encoders is not None:
-            self.image_encoders.check(obs, "obs")
-            for camera in cameras:
-                if tuple(obs[camera].shape[:2]) != tuple(state.shape[:2]):
-                    raise ValueError(
-                        f"obs: camera {camera!r} has (B, T) = {tuple(obs[camera].shape[:2])}, the state "
-                        f"{tuple(state.shape[:2])}"
-                    )
+    def input_spec(self) -> InputSpec:
+        """What this policy takes (the shared input check's spec)."""
+        return InputSpec.of(self.config)
 
     # -- training --------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
@@ -257,14 +242,17 @@ class Policy(ChunkActing, nn.Module):
         if "obs" not in batch or "action" not in batch:
             raise ValueError(f"a batch needs 'obs' and 'action', got keys {sorted(batch)}")
         c = self.config
-        obs, action = batch["obs"], batch["action"]
-        self.check_obs(obs)
-        b, t = state_of(obs).shape[:2]
-        if tuple(action.shape) != (b, t, c.action_chunk, c.action_dim):
+        device = next(self.parameters()).device
+        checked, _ = check_inputs(batch["obs"], self.input_spec(), "forward", steps=True, device=device)
+        obs: Observation = checked if len(checked) > 1 else checked["state"]
+        action = batch["action"]
+        b, t = checked["state"].shape[:2]
+        if not isinstance(action, Tensor) or tuple(action.shape) != (b, t, c.action_chunk, c.action_dim):
             raise ValueError(
-                f"action must have shape (B, T, {c.action_chunk}, {c.action_dim}) matching obs "
-                f"{tuple(obs.shape)}, got {tuple(action.shape)}"
+                f"forward: action must have shape (B, T, {c.action_chunk}, {c.action_dim}) matching obs "
+                f"{(b, t)}, got {tuple(getattr(action, 'shape', ()))}"
             )
+        check_finite(action, "action", "forward")
         return obs, action
 
     # -- acting ----------------------------------------------------------------------------
@@ -274,12 +262,10 @@ class Policy(ChunkActing, nn.Module):
         uint8} -> action chunk (B, Ta, A) raw (absolute), for the last step. Numpy or torch input,
         on any device."""
         device = next(self.parameters()).device
-        obs: Observation = as_observation(obs_window, device)
-        if not isinstance(obs_window, dict):
-            obs = obs["state"]
-        self.check_obs(obs)
-        if goal is not None:
-            goal = torch.as_tensor(goal, dtype=torch.float32, device=device)
+        checked, goal = check_inputs(
+            obs_window, self.input_spec(), "predict_action_chunk", steps=True, goal=goal, device=device
+        )
+        obs: Observation = checked if len(checked) > 1 else checked["state"]
         return self._predict_chunk(obs, goal)
 
     def _predict_chunk(self, obs: Observation, goal: Tensor | None) -> Tensor:

@@ -24,6 +24,9 @@ our safetensors: load only programs you made or trust.
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -33,10 +36,11 @@ import torch
 from torch import Tensor, nn
 
 from vqbet.io.checkpoint import CONFIG_FILE, read_json, write_folder
+from vqbet.policies.inputs import InputSpec, assert_finite_in_graph, check_inputs
 
 PROGRAM_FILE = "program.pt2"
 EXPORT_FORMAT = "vqbet-exported-policy"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 
 
 class _ChunkProgram(nn.Module):
@@ -47,6 +51,9 @@ class _ChunkProgram(nn.Module):
         self.policy = policy
 
     def forward(self, obs: Any, goal: Tensor | None = None) -> Tensor:
+        assert_finite_in_graph(obs["state"] if isinstance(obs, dict) else obs, "obs")
+        if goal is not None:
+            assert_finite_in_graph(goal, "goal")
         return self.policy._predict_chunk(obs, goal)
 
 
@@ -87,13 +94,7 @@ def export_policy(
     with torch.no_grad():
         program = torch.export.export(_ChunkProgram(acting), args, dynamic_shapes=shapes)
 
-    def write(file: Path) -> None:
-        if compiled:
-            torch._inductor.aoti_compile_and_package(program, package_path=str(file))
-        else:
-            torch.export.save(program, str(file))
-
-    meta = {
+    interface = {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_VERSION,
         "family": policy.name,
@@ -106,15 +107,81 @@ def export_policy(
         "max_batch": max_batch,
         "compiled": compiled,
         "torch": torch.__version__,
-        "policy": policy.meta()["policy"],
-        "metadata": policy.metadata,
     }
+    digest: dict[str, str] = {}
+
+    def write_program(file: Path) -> None:
+        # Serialised in memory, then written by Python: on a full disk torch's C++ zip writer
+        # aborts the process, where Python's write raises an OSError we can name.
+        buffer = io.BytesIO()
+        if compiled:
+            torch._inductor.aoti_compile_and_package(program, package_path=buffer)
+        else:
+            torch.export.save(program, buffer)
+        data = buffer.getvalue()
+        file.write_bytes(data)
+        digest.update(program=hashlib.sha256(data).hexdigest())
+        digest.update(interface=_interface_digest(digest["program"], interface))
+
+    def write_config(file: Path) -> None:
+        meta = {
+            **interface,
+            "program_sha256": digest["program"],
+            "interface_sha256": digest["interface"],
+            "policy": policy.meta()["policy"],
+            "metadata": policy.metadata,
+        }
+        file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
     return write_folder(
         path,
-        json_files={CONFIG_FILE: meta},
+        json_files={},
         tensor_files={},
-        other_files={PROGRAM_FILE: write},
+        other_files={PROGRAM_FILE: write_program, CONFIG_FILE: write_config},
     )
+
+
+INTERFACE = (
+    "obs_window",
+    "obs_dim",
+    "cameras",
+    "goal_dim",
+    "action_chunk",
+    "action_dim",
+    "max_batch",
+    "compiled",
+    "torch",
+)
+"""The config.json fields that describe what the program takes and gives: hashed with it."""
+
+
+def _interface_digest(program_sha256: str, meta: dict[str, Any]) -> str:
+    fields = {key: meta.get(key) for key in INTERFACE}
+    return hashlib.sha256((program_sha256 + json.dumps(fields, sort_keys=True)).encode()).hexdigest()
+
+
+def _verify(folder: Path, meta: dict[str, Any], source: str) -> Path:
+    """The program file, checked against the digests config.json records."""
+    file = folder / PROGRAM_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} is missing (expected the exported program)")
+    recorded = meta.get("program_sha256")
+    if meta.get("format_version", 1) < 2:  # written before digests were recorded: nothing to compare
+        return file
+    if not isinstance(recorded, str):
+        raise ValueError(f"{source}: 'program_sha256' is missing; export the policy again")
+    found = hashlib.sha256(file.read_bytes()).hexdigest()
+    if found != recorded:
+        raise ValueError(
+            f"{file} is damaged or was replaced: its sha256 is {found[:12]}..., config.json records "
+            f"{recorded[:12]}...; export the policy again"
+        )
+    if _interface_digest(found, meta) != meta.get("interface_sha256"):
+        raise ValueError(
+            f"{source}: the fields {list(INTERFACE)} no longer describe {PROGRAM_FILE} (config.json was "
+            "edited after export); export the policy again rather than editing them"
+        )
+    return file
 
 
 class ExportedPolicy:
@@ -130,54 +197,36 @@ class ExportedPolicy:
         source = str(Path(path) / CONFIG_FILE)
         if meta.get("format") != EXPORT_FORMAT:
             raise ValueError(f"{source}: not an exported vqbet policy (format {meta.get('format')!r})")
-        file = Path(path) / PROGRAM_FILE
-        if not file.is_file():
-            raise FileNotFoundError(f"{file} is missing (expected the exported program)")
-        if not meta.get("compiled"):
-            return cls(torch.export.load(str(file)).module(), meta, source)
-        if meta.get("torch") != torch.__version__:
+        if meta.get("format_version") not in (1, EXPORT_VERSION):
+            raise ValueError(
+                f"{source}: export format version {meta.get('format_version')!r}; this vqbet reads 1 and "
+                f"{EXPORT_VERSION}"
+            )
+        file = _verify(Path(path), meta, source)
+        if meta.get("compiled") and meta.get("torch") != torch.__version__:
             raise ValueError(
                 f"{source}: an AOTInductor package compiled with torch {meta.get('torch')} runs only "
                 f"with that version (this is {torch.__version__}); export it again here"
             )
-        return cls(torch._inductor.aoti_load_package(str(file)), meta, source)
+        try:
+            if meta.get("compiled"):
+                program = torch._inductor.aoti_load_package(str(file))
+            else:
+                program = torch.export.load(str(file)).module()
+        except Exception as err:  # torch raises zip, pickle or runtime errors for a damaged file
+            raise ValueError(
+                f"{file} is not a loadable exported program: {type(err).__name__}: {err}"
+            ) from None
+        return cls(program, meta, source)
 
     def predict_action_chunk(self, obs_window: Any, goal: Tensor | np.ndarray | None = None) -> Tensor:
         """obs_window (B, To, D) raw (or {"state": ..., <camera>: (B, To, H, W, 3) uint8} for a
         policy with cameras) -> action chunk (B, Ta, A) raw, as the policy's own."""
-        m = self.meta
-        cameras = m.get("cameras") or {}
-        frames = dict(obs_window) if isinstance(obs_window, dict) else {"state": obs_window}
-        obs = torch.as_tensor(frames.pop("state", None), dtype=torch.float32)
-        want = (m["obs_window"], m["obs_dim"])
-        if obs.ndim != 3 or tuple(obs.shape[1:]) != want or not 1 <= obs.shape[0] <= m["max_batch"]:
-            raise ValueError(
-                f"{self.source}: the program takes obs (B, {want[0]}, {want[1]}) with 1 <= B <= "
-                f"{m['max_batch']}, got {tuple(obs.shape)}"
-            )
-        if sorted(frames) != sorted(cameras):
-            raise ValueError(
-                f"{self.source}: the program takes cameras {sorted(cameras)}, got {sorted(frames)}"
-            )
-        args: tuple[Any, ...] = (obs,)
-        if cameras:
-            images = {
-                k: torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v)
-                for k, v in frames.items()
-            }
-            for name, shape in cameras.items():
-                if tuple(images[name].shape) != (*obs.shape[:2], *shape) or images[name].dtype != torch.uint8:
-                    raise ValueError(
-                        f"{self.source}: camera {name!r} must be (B, {want[0]}, "
-                        f"{', '.join(map(str, shape))}) uint8, got {tuple(images[name].shape)} "
-                        f"{images[name].dtype}"
-                    )
-            args = ({"state": obs, **images},)
-        if m["goal_dim"]:
-            if goal is None:
-                raise ValueError(
-                    f"{self.source}: this policy is goal-conditioned: pass goal (B, {m['goal_dim']})"
-                )
-            args += (torch.as_tensor(goal, dtype=torch.float32),)
+        obs, goal = check_inputs(
+            obs_window, InputSpec.of_export(self.meta), self.source, steps=True, goal=goal
+        )
+        args: tuple[Any, ...] = (obs if len(obs) > 1 else obs["state"],)
+        if goal is not None:
+            args += (goal,)
         with torch.no_grad():
             return self.program(*args)

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vqbet.checks import check_ranges
-from vqbet.io.atomic import clean_stale
+from vqbet.io.atomic import clean_stale, write_text
 from vqbet.io.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_json, read_tensors, write_folder
 from vqbet.io.run_dir import RunDir
 from vqbet.nn.optim import adamw, lr_factor
@@ -311,5 +311,5 @@ def train_policy(
     bar.close()
     state["step"] = step
     if main_process:
-        run.history.write_text(json.dumps(state["history"], indent=1))
+        write_text(run.history, json.dumps(state["history"], indent=1))
     return state

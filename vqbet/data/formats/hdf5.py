@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,14 @@ import numpy as np
 
 from vqbet.data.episodes import EpisodeData
 from vqbet.io.atomic import clean_stale, temp_prefix
+from vqbet.io.full_disk import DiskFull, naming_full_disk
 
 REQUIRED = ("obs", "action", "episode_ends")
+SPACE_MARGIN = 16 << 20
+"""Free bytes kept beyond each episode's raw size. HDF5 (the C library under h5py) cannot recover
+from a failed write: the process crashes when the file is released. So the writer stops with
+DiskFull before an episode that might not fit, counting its raw (uncompressed) bytes plus this
+margin for metadata and the chunk cache's deferred writes."""
 
 
 class HDF5Writer:
@@ -49,11 +56,28 @@ class HDF5Writer:
         self._file: h5py.File | None = None
 
     def __enter__(self) -> HDF5Writer:
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale(self.final)
-        self._tmp = self.final.with_name(f"{temp_prefix(self.final)}write")
-        self._file = h5py.File(self._tmp, "w")
+        with naming_full_disk(self.final, self._kept):
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            clean_stale(self.final)
+            self._tmp = self.final.with_name(f"{temp_prefix(self.final)}write")
+            self._check_space(0)
+            self._file = h5py.File(self._tmp, "w")
         return self
+
+    @property
+    def _kept(self) -> str:
+        return f"; nothing was written ({self.final} is as it was before)"
+
+    def _check_space(self, nbytes: int) -> None:
+        """DiskFull unless `nbytes` plus SPACE_MARGIN are free where the file is written."""
+        free = shutil.disk_usage(self.final.parent).free
+        if free < nbytes + SPACE_MARGIN:
+            need = (nbytes + SPACE_MARGIN) / 2**20
+            raise DiskFull(
+                self.final,
+                f" for episode {self.episodes} ({need:.0f} MiB wanted, {free / 2**20:.1f} MiB free)"
+                f"{self._kept}",
+            )
 
     def append(self, episode: dict[str, Any]) -> None:
         """Add one episode: "obs" (T, D), "action" (T, A) and optionally "images" {camera: (T, H, W,
@@ -96,6 +120,7 @@ class HDF5Writer:
             )
         steps = len(arrays["obs"])
         start = f["obs"].shape[0]
+        self._check_space(sum(array.nbytes for array in arrays.values()))
         for key, array in arrays.items():
             if array.shape != (steps, *f[key].shape[1:]):
                 raise ValueError(
@@ -119,6 +144,7 @@ class HDF5Writer:
             if kind is None and not self._ends:
                 raise ValueError(f"{self.final}: no episode was written")
             if kind is None:
+                self._check_space(0)
                 f.create_dataset("episode_ends", data=np.asarray(self._ends, dtype=np.int64))
                 for key, value in self.attrs.items():
                     f.attrs[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)

@@ -4,7 +4,11 @@
 vector features (fixed-size lists such as `observation.state`, `action`) and `episode_index`,
 `frame_index`, `index`; v3.0 packs many episodes per `data/chunk-XXX/file-XXX.parquet`, v2.1 has
 one `data/chunk-XXX/episode_XXXXXX.parquet` per episode. A camera (a "video" feature) is decoded
-from its mp4 only when asked for, and then only the frames indexed (vqbet.data.formats.video).
+from its mp4 only when asked for, and then only the frames indexed (vqbet.data.formats.video), at
+the episode's `from_timestamp` (v3.0) + its first `timestamp` + frame_index / fps. The metadata is
+checked against the data before any video is opened (vqbet.data.formats.lerobot_checks), and each
+`timestamp` is within 1e-4 s of first timestamp + frame_index / fps: these are the frames LeRobot
+decodes at `from_timestamp` + `timestamp`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from vqbet.data.formats.common import (
     optional,
     pick,
 )
+from vqbet.data.formats.lerobot_checks import check_episodes, check_fps, check_timestamps, read_episode_meta
 
 VERSIONS = ("v2.0", "v2.1", "v3.0")
 ENV_STATE_KEY = "observation.environment_state"
@@ -50,6 +55,7 @@ def read_info(root: Path) -> dict[str, Any]:
         raise ValueError(
             f"{file}: codebase_version {info['codebase_version']!r}; this reader knows {VERSIONS}"
         )
+    check_fps(info, file)
     return info
 
 
@@ -72,38 +78,33 @@ def column(table: Any, key: str, where: str) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False).reshape(len(values), 1)
 
 
+VIDEO_COLUMNS = ("chunk_index", "file_index", "from_timestamp")
+"""A v3.0 camera's columns in meta/episodes, each as `videos/<key>/<column>`."""
+
+
 def _episode_videos(
-    root: Path, info: dict[str, Any], key: str, episodes: list[int]
+    root: Path,
+    info: dict[str, Any],
+    key: str,
+    episodes: list[int],
+    first: np.ndarray,
+    meta: dict[str, Any] | None,
 ) -> list[tuple[str, float, float]]:
-    """(video path, first timestamp, fps) of each episode's frames of camera `key`."""
+    """(video path, time of the episode's frame 0 in it, fps) of each episode's frames of camera
+    `key`: the episode's `from_timestamp` in v3.0 (from `meta`, read_episode_meta with the camera's
+    columns; 0 in v2.x) + its `first` row timestamp, as LeRobot decodes from_timestamp + timestamp."""
     fps = float(info["fps"])
-    if info["codebase_version"] != "v3.0":
-        chunk = int(info.get("chunks_size", 1000))
-        return [
-            (
-                str(
-                    root / info["video_path"].format(episode_chunk=e // chunk, video_key=key, episode_index=e)
-                ),
-                0.0,
-                fps,
-            )
-            for e in episodes
-        ]
-    pq = optional("pyarrow.parquet", "lerobot")
-    files = sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"{root}: no meta/episodes/chunk-*/file-*.parquet")
-    names = [f"videos/{key}/chunk_index", f"videos/{key}/file_index", f"videos/{key}/from_timestamp"]
-    table = pa_concat([pq.read_table(f, columns=["episode_index", *names]) for f in files])
-    rows = {int(e): i for i, e in enumerate(table.column("episode_index").to_pylist())}
-    cols = [table.column(n).to_pylist() for n in names]
     out = []
-    for e in episodes:
-        if e not in rows:
-            raise ValueError(f"{root}: meta/episodes has no row for episode {e}")
-        i = rows[e]
-        path = root / info["video_path"].format(video_key=key, chunk_index=cols[0][i], file_index=cols[1][i])
-        out.append((str(path), float(cols[2][i]), fps))
+    for e, offset in zip(episodes, first.tolist(), strict=True):
+        if info["codebase_version"] != "v3.0":
+            chunk = e // int(info.get("chunks_size", 1000))
+            path = root / info["video_path"].format(episode_chunk=chunk, video_key=key, episode_index=e)
+            out.append((str(path), offset, fps))
+            continue
+        i = meta["row"][e]  # v3.0 always has meta (read_episode_meta)
+        chunk, file, start = (meta[f"videos/{key}/{n}"][i] for n in VIDEO_COLUMNS)
+        path = root / info["video_path"].format(video_key=key, chunk_index=chunk, file_index=file)
+        out.append((str(path), float(start) + offset, fps))
     return out
 
 
@@ -140,16 +141,17 @@ def read_lerobot(
         raise FileNotFoundError(f"{where}: no data/{pattern}")
     env_state_name = [ENV_STATE_KEY] if ENV_STATE_KEY in vectors and ENV_STATE_KEY not in obs_names else []
     wanted = [*obs_names, action_name, *env_state_name, "episode_index", "frame_index"]
-    tables = []
-    for file in files:
-        schema = pq.read_schema(file).names
+    schemas = [pq.read_schema(file).names for file in files]
+    for file, schema in zip(files, schemas, strict=True):
         missing = [k for k in wanted if k not in schema]
         if missing:
             raise ValueError(f"{file}: column(s) {missing} missing; it has {schema}")
-        tables.append(pq.read_table(file, columns=wanted + (["index"] if "index" in schema else [])))
-    table = pa_concat(tables)
-    if "index" in table.column_names:
-        table = table.take(np.argsort(column(table, "index", where)[:, 0], kind="stable"))
+    extra = [k for k in ("index", "timestamp") if all(k in schema for schema in schemas)]
+    table = pa_concat([pq.read_table(file, columns=wanted + extra) for file in files])
+    index = column(table, "index", where)[:, 0].astype(np.int64) if "index" in extra else None
+    if index is not None:
+        by_index = np.argsort(index, kind="stable")
+        table, index = table.take(by_index), index[by_index]
     episode = column(table, "episode_index", where)[:, 0].astype(np.int64)
     frame = column(table, "frame_index", where)[:, 0].astype(np.int64)
     starts = np.flatnonzero(np.diff(episode, prepend=episode[:1] - 1) != 0)
@@ -163,6 +165,16 @@ def read_lerobot(
         raise ValueError(
             f"{where}: episode {bad}: frame_index is not 0, 1, ... (missing or reordered frames)"
         )
+    video_columns = tuple(
+        dict.fromkeys(f"videos/{key}/{n}" for key in cameras.values() for n in VIDEO_COLUMNS)
+    )
+    meta = read_episode_meta(root, info, video_columns if info["codebase_version"] == "v3.0" else ())
+    check_episodes(root, info, meta, order, starts, ends, index)
+    first = np.zeros(len(order))
+    if "timestamp" in extra:
+        timestamp = column(table, "timestamp", where)[:, 0]
+        check_timestamps(where, order, starts, ends, timestamp, float(info["fps"]))
+        first = timestamp[starts].astype(np.float64)
     action = as_rows(column(table, action_name, where), where, action_name)
     obs = concat_features([as_rows(column(table, k, where), where, k, len(action)) for k in obs_names])
     attrs = {
@@ -181,7 +193,7 @@ def read_lerobot(
     if cameras:  # PyAV only when a camera is read
         from vqbet.data.formats.video import frame_size, read_frames
     for name, key in cameras.items():
-        parts = _episode_videos(root, info, key, order.tolist())
+        parts = _episode_videos(root, info, key, order.tolist(), first, meta)
         missing = [p[0] for p in parts if not Path(p[0]).is_file()]
         if missing:
             raise FileNotFoundError(f"{where}: camera '{key}': video file(s) missing, e.g. {missing[0]}")

@@ -17,6 +17,7 @@ from vqbet.data.episodes import EpisodeData
 from vqbet.data.formats.common import optional
 from vqbet.data.formats.lerobot import ENV_STATE_KEY
 from vqbet.io.atomic import clean_stale, replace_folder, temp_prefix
+from vqbet.io.full_disk import naming_full_disk
 
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
@@ -81,100 +82,105 @@ def export_lerobot(
     pa = optional("pyarrow", "lerobot")
     pq = optional("pyarrow.parquet", "lerobot")
     final = Path(out)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(final)
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final), dir=final.parent))
-    try:
-        n, starts, ends = data.num_steps, data.episode_starts, data.episode_ends
-        lengths = ends - starts
-        episode = np.repeat(np.arange(data.num_episodes), lengths)
-        frame = np.arange(n) - np.repeat(starts, lengths)
-        columns = {
-            obs_key: _vector(pa, data.obs),
-            action_key: _vector(pa, data.action),
-            "timestamp": pa.array((frame / fps).astype(np.float32)),
-            "frame_index": pa.array(frame.astype(np.int64)),
-            "episode_index": pa.array(episode.astype(np.int64)),
-            "index": pa.array(np.arange(n, dtype=np.int64)),
-            "task_index": pa.array(np.zeros(n, dtype=np.int64)),
-        }
-        if data.env_state is not None:
-            columns[ENV_STATE_KEY] = _vector(pa, data.env_state)
-        data_file = tmp / DATA_PATH.format(chunk_index=0, file_index=0)
-        data_file.parent.mkdir(parents=True)
-        pq.write_table(pa.table(columns), data_file)
-        scalar = {"shape": [1], "names": None}
-        features: dict[str, Any] = {
-            obs_key: {"dtype": "float32", "shape": [data.obs.shape[1]], "names": None},
-            action_key: {"dtype": "float32", "shape": [data.action.shape[1]], "names": None},
-            "timestamp": {"dtype": "float32", **scalar},
-            "frame_index": {"dtype": "int64", **scalar},
-            "episode_index": {"dtype": "int64", **scalar},
-            "index": {"dtype": "int64", **scalar},
-            "task_index": {"dtype": "int64", **scalar},
-        }
-        stats = {obs_key: _stats(data.obs), action_key: _stats(data.action)}
-        if data.env_state is not None:
-            features[ENV_STATE_KEY] = {"dtype": "float32", "shape": [data.env_state.shape[1]], "names": None}
-            stats[ENV_STATE_KEY] = _stats(data.env_state)
-        episodes: dict[str, Any] = {
-            "episode_index": pa.array(np.arange(data.num_episodes, dtype=np.int64)),
-            "tasks": pa.array([[task]] * data.num_episodes, pa.list_(pa.string())),
-            "length": pa.array(lengths.astype(np.int64)),
-            "data/chunk_index": pa.array(np.zeros(data.num_episodes, np.int64)),
-            "data/file_index": pa.array(np.zeros(data.num_episodes, np.int64)),
-            "dataset_from_index": pa.array(starts.astype(np.int64)),
-            "dataset_to_index": pa.array(ends.astype(np.int64)),
-            "meta/episodes/chunk_index": pa.array(np.zeros(data.num_episodes, np.int64)),
-            "meta/episodes/file_index": pa.array(np.zeros(data.num_episodes, np.int64)),
-        }
-        if data.images:  # PyAV only when there is a camera to write
-            from vqbet.data.formats.video import write_video
-        for camera, frames in data.images.items():
-            key = image_key if camera == "image" else f"observation.images.{camera}"
-            video = tmp / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)
-            write_video(video, (np.asarray(frames[i]) for i in range(n)), fps)
-            h, w = frames.shape[1:3]
-            features[key] = {
-                "dtype": "video",
-                "shape": [h, w, 3],
-                "names": ["height", "width", "channels"],
-                "info": {"video.fps": fps, "video.codec": "h264", "video.pix_fmt": "yuv444p"},
+    with naming_full_disk(final, f"; {final} is as it was before"):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(final)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final), dir=final.parent))
+        try:
+            n, starts, ends = data.num_steps, data.episode_starts, data.episode_ends
+            lengths = ends - starts
+            episode = np.repeat(np.arange(data.num_episodes), lengths)
+            frame = np.arange(n) - np.repeat(starts, lengths)
+            columns = {
+                obs_key: _vector(pa, data.obs),
+                action_key: _vector(pa, data.action),
+                "timestamp": pa.array((frame / fps).astype(np.float32)),
+                "frame_index": pa.array(frame.astype(np.int64)),
+                "episode_index": pa.array(episode.astype(np.int64)),
+                "index": pa.array(np.arange(n, dtype=np.int64)),
+                "task_index": pa.array(np.zeros(n, dtype=np.int64)),
             }
-            sample = np.asarray(frames[np.linspace(0, n - 1, min(n, 100)).astype(int)], np.float64) / 255
-            per_channel = sample.reshape(-1, 3)
-            stats[key] = {
-                k: [[[v]] for v in values] for k, values in _stats(per_channel).items() if k != "count"
+            if data.env_state is not None:
+                columns[ENV_STATE_KEY] = _vector(pa, data.env_state)
+            data_file = tmp / DATA_PATH.format(chunk_index=0, file_index=0)
+            data_file.parent.mkdir(parents=True)
+            pq.write_table(pa.table(columns), data_file)
+            scalar = {"shape": [1], "names": None}
+            features: dict[str, Any] = {
+                obs_key: {"dtype": "float32", "shape": [data.obs.shape[1]], "names": None},
+                action_key: {"dtype": "float32", "shape": [data.action.shape[1]], "names": None},
+                "timestamp": {"dtype": "float32", **scalar},
+                "frame_index": {"dtype": "int64", **scalar},
+                "episode_index": {"dtype": "int64", **scalar},
+                "index": {"dtype": "int64", **scalar},
+                "task_index": {"dtype": "int64", **scalar},
             }
-            stats[key]["count"] = [int(n)]
-            prefix = f"videos/{key}/"
-            episodes[prefix + "chunk_index"] = pa.array(np.zeros(data.num_episodes, np.int64))
-            episodes[prefix + "file_index"] = pa.array(np.zeros(data.num_episodes, np.int64))
-            episodes[prefix + "from_timestamp"] = pa.array(starts / fps)
-            episodes[prefix + "to_timestamp"] = pa.array(ends / fps)
-        episodes_file = tmp / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
-        episodes_file.parent.mkdir(parents=True)
-        pq.write_table(pa.table(episodes), episodes_file)
-        pq.write_table(_tasks_table(pa, task), tmp / "meta" / "tasks.parquet")
-        info = {
-            "codebase_version": "v3.0",
-            "robot_type": robot_type,
-            "total_episodes": data.num_episodes,
-            "total_frames": n,
-            "total_tasks": 1,
-            "chunks_size": 1000,
-            "data_files_size_in_mb": 100,
-            "video_files_size_in_mb": 500,
-            "fps": fps,
-            "splits": {"train": f"0:{data.num_episodes}"},
-            "data_path": DATA_PATH,
-            "video_path": VIDEO_PATH if data.images else None,
-            "features": features,
-        }
-        (tmp / "meta" / "info.json").write_text(json.dumps(info, indent=4))
-        (tmp / "meta" / "stats.json").write_text(json.dumps(stats, indent=4))
-        replace_folder(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            stats = {obs_key: _stats(data.obs), action_key: _stats(data.action)}
+            if data.env_state is not None:
+                features[ENV_STATE_KEY] = {
+                    "dtype": "float32",
+                    "shape": [data.env_state.shape[1]],
+                    "names": None,
+                }
+                stats[ENV_STATE_KEY] = _stats(data.env_state)
+            episodes: dict[str, Any] = {
+                "episode_index": pa.array(np.arange(data.num_episodes, dtype=np.int64)),
+                "tasks": pa.array([[task]] * data.num_episodes, pa.list_(pa.string())),
+                "length": pa.array(lengths.astype(np.int64)),
+                "data/chunk_index": pa.array(np.zeros(data.num_episodes, np.int64)),
+                "data/file_index": pa.array(np.zeros(data.num_episodes, np.int64)),
+                "dataset_from_index": pa.array(starts.astype(np.int64)),
+                "dataset_to_index": pa.array(ends.astype(np.int64)),
+                "meta/episodes/chunk_index": pa.array(np.zeros(data.num_episodes, np.int64)),
+                "meta/episodes/file_index": pa.array(np.zeros(data.num_episodes, np.int64)),
+            }
+            if data.images:  # PyAV only when there is a camera to write
+                from vqbet.data.formats.video import write_video
+            for camera, frames in data.images.items():
+                key = image_key if camera == "image" else f"observation.images.{camera}"
+                video = tmp / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)
+                write_video(video, (np.asarray(frames[i]) for i in range(n)), fps)
+                h, w = frames.shape[1:3]
+                features[key] = {
+                    "dtype": "video",
+                    "shape": [h, w, 3],
+                    "names": ["height", "width", "channels"],
+                    "info": {"video.fps": fps, "video.codec": "h264", "video.pix_fmt": "yuv444p"},
+                }
+                sample = np.asarray(frames[np.linspace(0, n - 1, min(n, 100)).astype(int)], np.float64) / 255
+                per_channel = sample.reshape(-1, 3)
+                stats[key] = {
+                    k: [[[v]] for v in values] for k, values in _stats(per_channel).items() if k != "count"
+                }
+                stats[key]["count"] = [int(n)]
+                prefix = f"videos/{key}/"
+                episodes[prefix + "chunk_index"] = pa.array(np.zeros(data.num_episodes, np.int64))
+                episodes[prefix + "file_index"] = pa.array(np.zeros(data.num_episodes, np.int64))
+                episodes[prefix + "from_timestamp"] = pa.array(starts / fps)
+                episodes[prefix + "to_timestamp"] = pa.array(ends / fps)
+            episodes_file = tmp / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+            episodes_file.parent.mkdir(parents=True)
+            pq.write_table(pa.table(episodes), episodes_file)
+            pq.write_table(_tasks_table(pa, task), tmp / "meta" / "tasks.parquet")
+            info = {
+                "codebase_version": "v3.0",
+                "robot_type": robot_type,
+                "total_episodes": data.num_episodes,
+                "total_frames": n,
+                "total_tasks": 1,
+                "chunks_size": 1000,
+                "data_files_size_in_mb": 100,
+                "video_files_size_in_mb": 500,
+                "fps": fps,
+                "splits": {"train": f"0:{data.num_episodes}"},
+                "data_path": DATA_PATH,
+                "video_path": VIDEO_PATH if data.images else None,
+                "features": features,
+            }
+            (tmp / "meta" / "info.json").write_text(json.dumps(info, indent=4))
+            (tmp / "meta" / "stats.json").write_text(json.dumps(stats, indent=4))
+            replace_folder(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return final
