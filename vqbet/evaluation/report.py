@@ -153,6 +153,13 @@ def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
     for key, value in s.items():
         if key.startswith("mean_") and key not in ("mean_success",):
             lines.append(f"- {key[5:]}: {value:.3f}")
+    if "decoding" in results:
+        d = results["decoding"]
+        lines.append(
+            f"- token sequences that did not decode: {d['invalid']} of {d['chunks'] + d['resampled']} "
+            f"draws ({100 * d['invalid_rate']:.1f}%); {d['resampled']} drawn again, {d['fallback']} "
+            "acted on the previous chunk's remainder"
+        )
     if "train_seconds" in results:
         lines.append(
             f"- training wall time: {results['train_seconds']:.0f} s ({results['device']}); "

@@ -58,6 +58,22 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(b, t, c)
         return self.resid_drop(self.proj(y))
 
+    def forward_cached(self, x: Tensor, cache: tuple[Tensor, Tensor], start: int) -> Tensor:
+        """x (B, t, C), the tokens at positions start .. start + t - 1 -> (B, t, C); `cache` (keys,
+        values), each (B, nh, block_size, hs), holds positions < start and gets these written in.
+        Autoregressive decoding then runs each new token alone against the cached prefix."""
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        keys, values = cache
+        keys[:, :, start : start + t] = k
+        values[:, :, start : start + t] = v
+        end = start + t
+        # New query i sees cached keys < start and new keys <= i: a causal mask offset by start.
+        mask = None if t == 1 else torch.ones(t, end, dtype=torch.bool, device=x.device).tril(start)
+        y = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
     def _explicit_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Causal attention (B, nh, T, hs) x3 -> (B, nh, T, hs) as bmm, softmax, bmm. For training on
         CPU at these short windows (T <= ~10) it is faster than scaled_dot_product_attention
@@ -96,6 +112,10 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(n_embd, n_head, dropout)
         self.ln_2 = nn.LayerNorm(n_embd)
         self.mlp = MLP(n_embd, dropout)
+
+    def forward_cached(self, x: Tensor, cache: tuple[Tensor, Tensor], start: int) -> Tensor:
+        x = x + self.attn.forward_cached(self.ln_1(x), cache, start)
+        return x + self.mlp(self.ln_2(x))
 
     def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
         y = self.attn(self.ln_1(x), last_only)
@@ -136,4 +156,30 @@ class GPT(nn.Module):
         x = self.drop(tokens + self.pos[:, :t])
         for i, block in enumerate(self.blocks):
             x = block(x, last_only and i == len(self.blocks) - 1)
+        return self.ln_f(x)
+
+    def new_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
+        """Empty key and value buffers for `forward_cached`: per block, 2 x (B, nh, block_size, hs)."""
+        out = []
+        for block in self.blocks:
+            nh = block.attn.n_head
+            shape = (batch, nh, self.block_size, self.pos.shape[-1] // nh)
+            out.append(
+                (
+                    torch.zeros(shape, device=device, dtype=dtype),
+                    torch.zeros(shape, device=device, dtype=dtype),
+                )
+            )
+        return out
+
+    def forward_cached(self, tokens: Tensor, cache: list[tuple[Tensor, Tensor]], start: int) -> Tensor:
+        """tokens (B, t, C) at positions start .. start + t - 1 -> features (B, t, C), with the keys
+        and values of earlier positions read from `cache` (`new_cache`) and these written to it. In
+        eval mode, equal to the matching positions of `forward` on the whole sequence."""
+        t = tokens.shape[1]
+        if start + t > self.block_size:
+            raise ValueError(f"GPT: positions up to {start + t} exceed block_size {self.block_size}")
+        x = tokens + self.pos[:, start : start + t]
+        for block, layer_cache in zip(self.blocks, cache, strict=True):
+            x = block.forward_cached(x, layer_cache, start)
         return self.ln_f(x)

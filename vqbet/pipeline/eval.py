@@ -85,8 +85,10 @@ def evaluate_and_report(
     check_env_fits(policy, make_env, env_id)
     attrs = policy.metadata.get("demonstrations", {})
     first_seed = eval_cfg.first_seed
+    policy.reset_decode_stats()
     result = evaluate(policy, make_env, eval_cfg.episodes, first_seed, num_envs=eval_cfg.num_envs)
     summary = result["summary"]
+    decoding = policy.decode_stats()  # token sequences that did not decode (autoregressive families)
     results = {
         "policy": policy.name,
         "env_id": env_id,
@@ -96,6 +98,7 @@ def evaluate_and_report(
         "expert_success_rate": attrs.get("expert_success_rate"),
         "expert_order_entropy": attrs.get("order_entropy"),
         "demonstrations_perturb": attrs.get("perturb", 0.0),
+        **({"decoding": decoding} if decoding else {}),
         **extra,
     }
     orders = [e["order"] for e in result["episodes"] if e["success"] and "order" in e]

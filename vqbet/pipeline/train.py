@@ -30,11 +30,13 @@ from vqbet.training import compile_network, resolve_device, setup_distributed, t
 
 
 def build_policy(cfg: dict[str, Any]) -> Policy:
-    """The policy family cfg["policy"]["name"] names, with every dimension from cfg["task"] and,
+    """The policy family cfg["policy"]["family"] names (or, without that key, its "name": a named
+    configuration such as BeT builds another family), with every dimension from cfg["task"] and,
     for families over a tokenizer, the tokenizer cfg["tokenizer"]["name"] names, configured by
     cfg["tokenizer"]["model"]."""
     fields = dict(cfg["policy"])
-    family = policy_class(fields.pop("name"))
+    name = fields.pop("name")
+    family = policy_class(fields.pop("family", None) or name)
     task = TaskConfig.from_dict(cfg["task"], "task")
     fields.update({k: getattr(task, k) for k in POLICY_DIMENSIONS})
     if task.cameras:  # a pixel task: its cameras (and their encoder settings)

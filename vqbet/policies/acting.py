@@ -175,21 +175,41 @@ class ChunkActing:
         need = fresh | (self._queue_pos >= (c.execute_steps or c.action_chunk))
         n = int(need.sum())
         if n == b:
-            self._queue = self.predict_action_chunk(self._window(), goal)
+            chunk = self.predict_action_chunk(self._window(), goal)
+            self._queue = self._keep_remainder(chunk, torch.ones_like(need), fresh)
             self._queue_pos.zero_()
         elif n:
             # Once episodes end at different steps the queues fall out of step: predict only for
             # the environments whose queue ran out, not for the whole batch.
             sub_goal = goal[need] if goal is not None else None
-            self._queue[need] = self.predict_action_chunk(self._window(need), sub_goal)
+            chunk = self.predict_action_chunk(self._window(need), sub_goal)
+            self._queue[need] = self._keep_remainder(chunk, need, fresh)
             self._queue_pos[need] = 0
         action = self._queue[torch.arange(b, device=fresh.device), self._queue_pos]
         self._queue_pos += 1
         return action
 
+    def _keep_remainder(self, chunk: Tensor, rows: Tensor, fresh: Tensor) -> Tensor:
+        """The new chunks (n, Ta, A) of envs `rows` (B,) bool, except where the family flagged one
+        that did not decode (`invalid_rows`): such an env plays the unplayed rest of its previous
+        chunk, its last action held, unless its episode just began (then the flagged chunk)."""
+        invalid, self.invalid_rows = self.invalid_rows, None
+        if invalid is None or self._queue is None:
+            return chunk
+        env = torch.nonzero(rows).flatten()
+        replace = invalid & ~fresh[env]
+        if not bool(replace.any()):
+            return chunk
+        ta = chunk.shape[1]
+        steps = (self._queue_pos[env, None] + torch.arange(ta, device=chunk.device)).clamp_max(ta - 1)
+        remainder = self._queue[env[:, None], steps]  # (n, Ta, A)
+        self.count_fallback(int(replace.sum()))
+        return torch.where(replace[:, None, None], remainder, chunk)
+
     def _from_ensemble(self, fresh: Tensor, goal: Tensor | None) -> Tensor:
         c = self.config
         chunk = self.predict_action_chunk(self._window(), goal)  # (B, Ta, A)
+        invalid, self.invalid_rows = self.invalid_rows, None
         if self._ensemble is None:
             self._ensemble = (torch.zeros_like(chunk), torch.zeros(chunk.shape[:2], device=chunk.device))
         total, weight = self._ensemble
@@ -199,9 +219,15 @@ class ChunkActing:
         w = torch.exp(
             -c.ensemble_decay * torch.arange(c.action_chunk, device=chunk.device, dtype=chunk.dtype)
         )
-        total += chunk * w[None, :, None]
-        weight += w[None, :]
-        action = total[:, 0] / weight[:, :1]
+        w = w[None, :].expand(chunk.shape[0], -1)
+        if invalid is not None:  # a chunk that did not decode joins no average (but an episode's first)
+            skipped = invalid & ~fresh
+            self.count_fallback(int(skipped.sum()))
+            w = w * (~skipped).to(w.dtype)[:, None]
+        total += chunk * w[..., None]
+        weight += w
+        # Nothing to average only where every chunk covering this step was skipped: the new one.
+        action = torch.where(weight[:, :1] > 0, total[:, 0] / weight[:, :1].clamp_min(1e-30), chunk[:, 0])
         self._ensemble = (
             torch.cat([total[:, 1:], torch.zeros_like(total[:, :1])], dim=1),
             torch.cat([weight[:, 1:], torch.zeros_like(weight[:, :1])], dim=1),

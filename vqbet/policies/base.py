@@ -270,8 +270,23 @@ class Policy(ChunkActing, nn.Module):
 
     def _predict_chunk(self, obs: Observation, goal: Tensor | None) -> Tensor:
         """obs (B, T, D) float tensor (or a dict with cameras) on the policy's device -> (B, Ta, A)
-        raw."""
+        raw. A family whose predictions can fail to decode sets `invalid_rows` (B,) bool for the
+        acting layer's fallback (vqbet.policies.acting) and counts them in `decode_stats`."""
         raise NotImplementedError
+
+    invalid_rows: Tensor | None = None
+    """Rows of the last `_predict_chunk` that did not decode (None: all did)."""
+
+    def decode_stats(self) -> dict[str, float]:
+        """Counts of predicted token sequences and of those that did not decode (families that
+        decode tokens one at a time); empty for the rest."""
+        return {}
+
+    def reset_decode_stats(self) -> None:
+        """Start `decode_stats` counting afresh (evaluation does, before its episodes)."""
+
+    def count_fallback(self, rows: int) -> None:
+        """The acting layer replaced `rows` chunks that did not decode (see `decode_stats`)."""
 
     # -- persistence -----------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -284,11 +299,21 @@ class Policy(ChunkActing, nn.Module):
             "metadata": self.metadata,
         }
 
+    def extra_files(self) -> dict[str, dict[str, Any]]:
+        """JSON files saved beside the weights (file name -> content): a tokenizer's vocabulary
+        that is not a tensor (FAST's BPE); none by default."""
+        return {}
+
+    def load_extra(self, path: str | os.PathLike) -> None:
+        """Read what `extra_files` wrote, from checkpoint folder `path` (after the weights)."""
+
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Folder with config.json and model.safetensors (all weights, tokenizer and normalisers
-        included), written atomically."""
+        included; `extra_files` beside them), written atomically."""
         return write_folder(
-            path, json_files={CONFIG_FILE: self.meta()}, tensor_files={WEIGHTS_FILE: self.state_dict()}
+            path,
+            json_files={CONFIG_FILE: self.meta(), **self.extra_files()},
+            tensor_files={WEIGHTS_FILE: self.state_dict()},
         )
 
     def export(
@@ -322,10 +347,14 @@ class Policy(ChunkActing, nn.Module):
         meta = read_json(path)
         source = str(Path(path) / CONFIG_FILE)
         family = _family(meta, source)
+        fields = dict(meta["policy"])
+        if family in RENAMED_FAMILIES:
+            family, moved = RENAMED_FAMILIES[family]
+            fields = {k: v for k, v in fields.items() if k not in moved}
         klass = policy_class(family)
         if not issubclass(klass, cls):
             raise ValueError(f"{source}: a {family!r} checkpoint, not a {cls.__name__}")
-        config = klass.config_class.from_dict(meta["policy"], source)
+        config = klass.config_class.from_dict(fields, source)
         for name, want in expect.items():
             if want is not None and getattr(config, name) != want:
                 raise ValueError(
@@ -334,8 +363,14 @@ class Policy(ChunkActing, nn.Module):
         policy = klass._from_meta(config, meta, source)
         weights = str(Path(path) / WEIGHTS_FILE)
         load_state_strict(policy, read_tensors(path), weights)
+        policy.load_extra(path)
         policy.metadata = dict(meta.get("metadata") or {})
         return policy.to(map_location).eval()
+
+
+RENAMED_FAMILIES = {"bet": ("vqbet", ("num_bins", "kmeans_iters"))}
+"""Families that became named configurations of another: their checkpoints load as that family,
+without their config keys that moved to the tokenizer (which the checkpoint also records)."""
 
 
 def _family(meta: dict[str, Any], source: str) -> str:

@@ -8,7 +8,6 @@ encode, decode and the offset until `_predict_chunk` returns raw actions.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,27 +15,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqbet.data import TrajectoryWindows
 from vqbet.nn.gpt import GPT
 from vqbet.nn.heads import PredictionHeads
 from vqbet.policies.acting import Observation, state_of, to_absolute, to_relative
-from vqbet.policies.base import Policy, PolicyConfig, masked_mean
+from vqbet.policies.base import masked_mean
 from vqbet.policies.registry import register_policy
-from vqbet.tokenizers import ChunkTokenizer, TokenizerFitConfig, tokenizer_class
+from vqbet.policies.tokenized import TokenizedPolicy, TransformerConfig
+from vqbet.tokenizers import ChunkTokenizer
 
 
 @dataclass
-class VQBeTConfig(PolicyConfig):
+class VQBeTConfig(TransformerConfig):
     """Everything that defines a VQBeTPolicy (besides its tokenizer); saved in config.json."""
 
-    n_layer: int = 4
-    """Transformer blocks."""
-    n_head: int = 4
-    """Attention heads per block."""
-    n_embd: int = 128
-    """Transformer width."""
-    dropout: float = 0.1
-    """Dropout in the transformer (active in training mode only)."""
     head_hidden: int = 256
     """Width of the code and offset head MLPs."""
     code_embd: int = 32
@@ -66,9 +57,7 @@ class VQBeTConfig(PolicyConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         name = type(self).__name__
-        self.check_positive("n_layer", "n_head", "n_embd", "head_hidden", "code_embd")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"{name}: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        self.check_positive("head_hidden", "code_embd")
         temperatures = self.temperature if isinstance(self.temperature, list) else [self.temperature]
         if not temperatures or any(
             isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0 for t in temperatures
@@ -85,8 +74,6 @@ class VQBeTConfig(PolicyConfig):
         self.min_p = float(min_p)
         if self.goal_conditioning != "none" and self.goal_dim < 1:
             raise ValueError(f"{name}: goal conditioning needs goal_dim >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"{name}: dropout must be in [0, 1), got {self.dropout}")
         self.code_loss_weights = [float(w) for w in self.code_loss_weights]
 
 
@@ -99,52 +86,46 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float) -> Tensor:
     return -((1 - log_p.exp()) ** gamma * log_p).mean(-1)
 
 
-def sample_codes(logits: Tensor, temperature: float, min_p: float = 0.0) -> Tensor:
+def sample_codes(logits: Tensor, temperature: float, min_p: float = 0.0, top_p: float = 1.0) -> Tensor:
     """logits (N, K) -> codes (N,); temperature 0 is argmax. `min_p` > 0: codes whose probability
-    (at `temperature`) is below min_p x the row's largest are left out, the rest keep their odds."""
+    (at `temperature`) is below min_p x the row's largest are left out; `top_p` < 1: only the
+    smallest set of likeliest codes whose probability reaches top_p (the nucleus) is kept. The
+    codes kept keep their odds."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = F.softmax(logits / temperature, dim=-1)
     if min_p > 0:
         probs = probs * (probs >= min_p * probs.amax(dim=-1, keepdim=True))
+    if top_p < 1:
+        ranked, order = probs.sort(dim=-1, descending=True)
+        before = ranked.cumsum(dim=-1) - ranked  # probability of the likelier codes
+        probs = probs * torch.zeros_like(probs).scatter(-1, order, (before < top_p).to(probs.dtype))
     # Inverse-CDF sampling: same distribution as torch.multinomial at a fraction of its overhead
     # for the small batches of acting; scaling u by the total
-    # renormalises what min_p left.
+    # renormalises what min_p and top_p left.
     cdf = probs.cumsum(dim=-1)
     u = torch.rand(logits.shape[0], 1, device=logits.device, dtype=cdf.dtype) * cdf[:, -1:]
     return (cdf <= u).sum(dim=-1).clamp_max(logits.shape[-1] - 1)
 
 
 @register_policy("vqbet")
-class VQBeTPolicy(Policy):
-    """VQ-BeT over any `ChunkTokenizer` (residual VQ by default; BeT is the same over k-means bins)."""
+class VQBeTPolicy(TokenizedPolicy):
+    """VQ-BeT's code heads over any fixed-length `ChunkTokenizer`: one categorical per token
+    position (residual VQ layers by default; BeT's k-means bins, FSQ, per-dimension bins) and the
+    offset."""
 
     config_class = VQBeTConfig
     config: VQBeTConfig
 
     def __init__(self, config: VQBeTConfig, tokenizer: ChunkTokenizer) -> None:
-        super().__init__(config)
+        super().__init__(config, tokenizer)
         c = config
-        tc = tokenizer.config
-        if (tc.action_dim, tc.chunk_size) != (c.action_dim, c.action_chunk):
-            raise ValueError(
-                f"tokenizer encodes chunks of {tc.chunk_size} x {tc.action_dim} actions, but the policy "
-                f"predicts {c.action_chunk} x {c.action_dim} (action_chunk x action_dim)"
-            )
-        if bool(tokenizer.normalizer.fitted) and list(tc.relative_to) != c.action_relative_to:
-            raise ValueError(
-                f"the tokenizer was fitted on chunks relative to observation indices {tc.relative_to} "
-                f"(empty: absolute), but the policy's action_relative_to is {c.action_relative_to}"
-            )
-        tc.relative_to = list(c.action_relative_to)  # an unfitted tokenizer takes the policy's frame
-        self.tokenizer = tokenizer
         self.num_layers, self.codebook_size = tokenizer.num_layers, tokenizer.codebook_size
         if c.code_loss_weights and len(c.code_loss_weights) != self.num_layers:
             raise ValueError(
                 f"code_loss_weights has {len(c.code_loss_weights)} entries for {self.num_layers} RVQ layers"
             )
         self.layer_temperatures()  # a per-layer list of the wrong length fails here, not at acting
-        self.register_buffer("tokenizer_frozen", torch.tensor(False))
         token_in = self.obs_features + (c.goal_dim if c.goal_conditioning == "concat" else 0)
         self.obs_embed = nn.Linear(token_in, c.n_embd)
         self.goal_embed = nn.Linear(c.goal_dim, c.n_embd) if c.goal_conditioning == "prepend" else None
@@ -166,55 +147,9 @@ class VQBeTPolicy(Policy):
             sequential=c.sequential_codes,
         )
 
-    @classmethod
-    def build(cls, policy: dict[str, Any], tokenizer: dict[str, Any] | None = None) -> VQBeTPolicy:
-        """From plain dicts: the policy's fields, and the tokenizer's: its registered `name`
-        ("rvq" when absent) and its config fields (action_dim and chunk_size come from the policy)."""
-        config = cls.config_class.from_dict(policy, f"policy config ({cls.name})")
-        fields = dict(tokenizer or {})
-        family = tokenizer_class(fields.pop("name", "rvq"))
-        fields.update(action_dim=config.action_dim, chunk_size=config.action_chunk)
-        return cls(config, family(family.config_class.from_dict(fields, "tokenizer config")))
-
-    @classmethod
-    def _from_meta(cls, config: PolicyConfig, meta: dict[str, Any], source: str) -> VQBeTPolicy:
-        return cls(config, ChunkTokenizer.from_meta(meta, source))
-
-    def meta(self) -> dict[str, Any]:
-        return {**super().meta(), **self.tokenizer.meta()}
-
     @property
     def network(self) -> nn.Module:
         return self.gpt
-
-    # -- phase 1 ---------------------------------------------------------------------------
-    def fit_statistics(
-        self,
-        windows: TrajectoryWindows,
-        *,
-        seed: int = 0,
-        tokenizer_fit: TokenizerFitConfig | None = None,
-        log_dir: str | os.PathLike | None = None,
-        progress: bool = True,
-    ) -> dict[str, Any]:
-        """Observation normaliser, then the tokenizer (its own `fit`) on every action chunk of
-        `windows` in the policy's frame."""
-        super().fit_statistics(windows)
-        chunks = self.chunks_in_frame(windows)
-        return self.tokenizer.fit(chunks, seed=seed, config=tokenizer_fit, log_dir=log_dir, progress=progress)
-
-    def freeze_statistics(self) -> None:
-        """The tokenizer stops learning and stays in eval mode from now on."""
-        self.tokenizer.requires_grad_(False)
-        self.tokenizer.zero_grad(set_to_none=True)  # stale phase-1 gradients must not reach clipping
-        self.tokenizer.eval()
-        self.tokenizer_frozen.fill_(True)
-
-    def train(self, mode: bool = True) -> VQBeTPolicy:
-        super().train(mode)
-        if bool(self.tokenizer_frozen):
-            self.tokenizer.eval()
-        return self
 
     # -- model -----------------------------------------------------------------------------
     def features(self, obs: Observation, goal: Tensor | None = None, last_only: bool = False) -> Tensor:

@@ -89,7 +89,9 @@ class FSQ(nn.Module):
         """codes (...,) int64 -> quantised vectors (..., dim)."""
         if codes.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"FSQ.decode: codes must be integer, got {codes.dtype}")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+        # Eagerly only: a traced program (torch.export) takes the codes its own heads chose.
+        checked = codes.numel() and not torch.compiler.is_compiling()
+        if checked and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
             raise ValueError(f"FSQ.decode: codes must lie in [0, {self.codebook_size})")
         return self.project_out(self._codes_to_latent(codes.long()))
 

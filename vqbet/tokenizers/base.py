@@ -136,6 +136,12 @@ class ChunkTokenizer(nn.Module):
         """K: values each token takes, [0, K)."""
         return self.codebook_size
 
+    @property
+    def max_vocab_size(self) -> int:
+        """The most values a token can take, fixed by the config alone (before `fit` too): what a
+        policy sizes its token embedding by."""
+        return self.vocab_size
+
     # -- the family's part -------------------------------------------------------------------
     def fit(
         self,

@@ -105,6 +105,11 @@ class FASTTokenizer(ChunkTokenizer):
         return len(self._pieces) if self._pieces else self.config.vocab_size
 
     @property
+    def max_vocab_size(self) -> int:
+        """The configured BPE vocabulary: the fitted one is at most this."""
+        return self.config.vocab_size
+
+    @property
     def pad_id(self) -> int:
         """What fills a row after its length (outside [0, vocab_size))."""
         return self.codebook_size

@@ -153,7 +153,11 @@ def save_checkpoint(
     raw = {f"raw.{k}": v for k, v in policy.state_dict().items()}
     write_folder(
         folder,
-        json_files={CONFIG_FILE: acting.meta(), STATE_JSON: {**state, "optimizer": opt_meta}},
+        json_files={
+            CONFIG_FILE: acting.meta(),
+            STATE_JSON: {**state, "optimizer": opt_meta},
+            **acting.extra_files(),
+        },
         tensor_files={
             WEIGHTS_FILE: acting.state_dict(),
             STATE_TENSORS: {**opt_tensors, **raw, **rng_tensors()},
@@ -233,9 +237,11 @@ def train_policy(
         state = read_json(last, STATE_JSON)
         tensors = read_tensors(last, STATE_TENSORS)
         policy.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("raw.")})
+        policy.load_extra(last)
         optimizer_from_files(optimizer, tensors, state.pop("optimizer"))
         if ema is not None:
             ema.load_state_dict(read_tensors(last, WEIGHTS_FILE))
+            ema.load_extra(last)
         restore_rng(tensors)
     elif resume:
         print(f"resume: no checkpoint in {last}; starting from step 0")

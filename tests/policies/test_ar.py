@@ -1,0 +1,166 @@
+"""The autoregressive token policy: the key/value cache equals the full pass, greedy acting equals
+the teacher-forced argmax, every tokenizer (FAST with its end token) trains and acts, invalid FAST
+sequences are drawn again then fall back by the documented rule and are counted, checkpoints
+keep FAST's vocabulary, and what cannot export says so."""
+
+import numpy as np
+import pytest
+import torch
+from policy_helpers import TA, two_mode_data
+
+from vqbet.data import TrajectoryWindows
+from vqbet.nn.gpt import GPT
+from vqbet.policies import ARPolicy, load_policy, policy_class
+from vqbet.tokenizers.fit import TokenizerFitConfig
+
+SMALL = dict(
+    obs_dim=2, action_dim=2, obs_window=3, action_chunk=TA, n_layer=1, n_head=2, n_embd=32, dropout=0.0
+)
+TOKENIZERS = {
+    "rvq": dict(num_layers=2, codebook_size=8, latent_dim=16, hidden_dim=32),
+    "fsq": dict(num_layers=1, fsq_levels=[5, 3], latent_dim=16, hidden_dim=32),
+    "kmeans": dict(num_bins=8),
+    "bins": dict(num_bins=16),
+    "fast": dict(vocab_size=64, scale=10.0),
+}
+
+
+def trained(tokenizer: str, steps: int = 60, **extra) -> tuple[ARPolicy, TrajectoryWindows, list[float]]:
+    if tokenizer == "fast":
+        pytest.importorskip("tokenizers")
+    torch.manual_seed(0)
+    windows = TrajectoryWindows(two_mode_data(episodes=24), obs_window=3, action_chunk=TA)
+    policy = policy_class("ar").build({**SMALL, **extra}, {"name": tokenizer, **TOKENIZERS[tokenizer]})
+    policy.fit_statistics(windows, seed=0, tokenizer_fit=TokenizerFitConfig(steps=30), progress=False)
+    policy.freeze_statistics()
+    policy.train()
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=3e-3)
+    loader = torch.utils.data.DataLoader(windows, batch_size=64, shuffle=True)
+    losses = []
+    while len(losses) < steps:
+        for batch in loader:
+            loss, _ = policy(batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return policy.eval(), windows, losses
+
+
+def test_the_key_value_cache_gives_the_full_pass_token_by_token():
+    torch.manual_seed(0)
+    gpt = GPT(block_size=9, n_layer=2, n_head=2, n_embd=16, dropout=0.0).eval()
+    x = torch.randn(3, 9, 16)
+    cache = gpt.new_cache(3, x.device, x.dtype)
+    parts = [gpt.forward_cached(x[:, :4], cache, 0)] + [
+        gpt.forward_cached(x[:, i : i + 1], cache, i) for i in range(4, 9)
+    ]
+    torch.testing.assert_close(torch.cat(parts, dim=1), gpt(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="positions up to 10 exceed block_size 9"):
+        gpt.forward_cached(x[:, :1], cache, 9)
+
+
+@pytest.mark.parametrize("tokenizer", sorted(TOKENIZERS))
+def test_every_tokenizer_trains_and_greedy_acting_is_the_teacher_forced_argmax(tokenizer):
+    policy, windows, losses = trained(tokenizer, temperature=0.0)
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
+    obs = torch.stack([windows[i]["obs"] for i in range(0, 40, 4)])
+    observed = policy.observe(obs)
+    tokens = policy._sample(observed)  # greedy, one token at a time through the cache
+    targets = (
+        tokens.clone()
+        if tokens.shape[1] == policy.steps
+        else torch.cat(
+            [tokens, tokens.new_full((len(tokens), policy.steps - tokens.shape[1]), policy.vocab)], dim=1
+        )
+    )
+    inputs = torch.cat([torch.full_like(targets[:, :1], policy.vocab + 1), targets[:, :-1]], dim=1)
+    sequence = torch.cat([policy.obs_embed(observed), policy.token_embed(inputs)], dim=1)
+    logits = policy.head(policy.gpt(sequence)[:, -policy.steps :])
+    if not policy.variable:
+        logits = logits[..., : policy.vocab]
+        assert torch.equal(logits.argmax(-1), tokens)
+    else:  # up to and with each row's end token
+        ended = (tokens == policy.vocab).int().cumsum(1) - (tokens == policy.vocab).int() > 0
+        predicted = logits[:, : tokens.shape[1]].argmax(-1)
+        assert torch.equal(predicted[~ended], tokens[~ended])
+    chunk = policy.predict_action_chunk(obs)
+    assert chunk.shape == (len(obs), TA, 2) and chunk.isfinite().all()
+
+
+def test_fast_targets_end_with_the_end_token_and_ignore_the_rest():
+    policy, windows, _ = trained("fast", steps=1)
+    chunks = torch.from_numpy(windows.action_chunks()[:16])
+    tokens, lengths = policy.tokenizer.encode(chunks)
+    targets = policy._targets(chunks)
+    assert targets.shape == (16, TA * 2 + 1)
+    for row, n in enumerate(lengths.tolist()):
+        assert targets[row, :n].tolist() == tokens[row, :n].tolist()
+        assert targets[row, n] == policy.vocab and (targets[row, n + 1 :] == -100).all()
+
+
+def test_invalid_fast_sequences_are_drawn_again_then_fall_back_and_are_counted(monkeypatch):
+    policy, _, _ = trained("fast", steps=20, temperature=1.0, resample=2)
+    real = policy._decode
+    draws = []
+
+    def every_other_invalid(tokens):
+        chunks = real(tokens)[0]
+        draws.append(len(tokens))
+        scripted = {1: [True, False, False, True], 2: [True, False]}  # rows 1, 2; then row 2 again
+        return chunks, torch.tensor(scripted.get(len(draws), [False] * len(tokens)))
+
+    monkeypatch.setattr(policy, "_decode", every_other_invalid)
+    policy.reset_decode_stats()
+    chunk = policy.predict_action_chunk(torch.zeros(4, 3, 2))
+    assert chunk.shape == (4, TA, 2) and draws == [4, 2, 1]  # resampled twice, only the invalid rows
+    assert policy.invalid_rows.tolist() == [False, False, True, False]
+    stats = policy.decode_stats()
+    assert stats["chunks"] == 4 and stats["resampled"] == 3 and stats["invalid"] == 4
+    assert stats["invalid_rate"] == pytest.approx(4 / 7)
+
+    # Acting: an invalid chunk plays the previous chunk's remainder (last action held), not itself.
+    monkeypatch.setattr(policy, "_decode", real)
+    policy.config.execute_steps = 2
+    policy.reset()
+    obs = np.zeros((1, 2), np.float32)
+    first = [policy.select_action(obs) for _ in range(2)]
+    previous = policy._queue[0].clone()
+    monkeypatch.setattr(
+        policy, "_decode", lambda tokens: (real(tokens)[0], torch.zeros(len(tokens), dtype=torch.bool))
+    )
+    after = policy.select_action(obs)
+    torch.testing.assert_close(after[0], previous[2])
+    torch.testing.assert_close(policy._queue[0], previous[[2, 3, 3, 3]])
+    assert policy.decode_stats()["fallback"] == 1
+    assert len(first) == 2
+
+
+def test_a_fast_policy_round_trips_its_vocabulary_and_refuses_export(tmp_path):
+    policy, _, _ = trained("fast", steps=10, temperature=0.0)
+    folder = policy.save_pretrained(tmp_path / "ckpt")
+    assert (folder / "bpe.json").is_file()
+    loaded = load_policy(folder)
+    obs = torch.randn(5, 3, 2) * 0.1
+    assert torch.equal(loaded.predict_action_chunk(obs), policy.predict_action_chunk(obs))
+    with pytest.raises(ValueError, match=r"'fast' tokenizer decodes its tokens through a BPE vocabulary"):
+        policy.export(tmp_path / "deploy")
+    assert not (tmp_path / "deploy").exists()
+
+
+def test_code_heads_refuse_a_variable_length_tokenizer_and_name_the_policy_that_takes_it():
+    pytest.importorskip("tokenizers")
+    with pytest.raises(
+        ValueError, match=r"the 'fast' tokenizer's chunks take different token counts: use policy=ar"
+    ):
+        policy_class("vqbet").build({**SMALL, "n_layer": 1}, {"name": "fast"})
+
+
+def test_top_p_keeps_only_the_nucleus():
+    from vqbet.policies.vqbet import sample_codes
+
+    torch.manual_seed(0)
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(20000, -1)
+    counts = torch.bincount(sample_codes(logits, 1.0, top_p=0.8), minlength=4).float() / 20000
+    torch.testing.assert_close(counts, torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=0.015, rtol=0)
+    assert (sample_codes(logits, 1.0, top_p=0.4) == 0).all()

@@ -1,0 +1,239 @@
+"""An autoregressive token policy: VQ-BeT's causal transformer over the observation window, then
+the action chunk's tokens decoded one at a time, as vision-language-action models and other
+token policies decode theirs. Over any tokenizer: fixed-length families (`rvq`, `fsq`, `kmeans`,
+`bins`) give exactly their L tokens; variable-length ones (`fast`) end with an end token.
+
+Sequence: [o_1 .. o_To, BOS, y_1 .. y_n] through one causal transformer; the output at BOS
+predicts y_1, at y_i predicts y_{i+1} (teacher forcing in training: one pass, cross-entropy on
+every position; for FAST the end token is a target too and positions after it are ignored).
+Acting prefills the observations and BOS, then runs each new token alone against a key/value
+cache (`GPT.forward_cached`), sampling at `temperature` (0: greedy) within the `top_p` nucleus.
+
+Invalid sequences. A fixed-length family decodes any code sequence. A FAST sequence that does not
+spell exactly T x A coefficients is invalid: its rows are drawn again, up to `resample` times
+(when sampling); a row still invalid acts on the previous chunk's unplayed remainder (its last
+action held) where there is one, else on the chunk FAST's decode rule gives (missing high
+frequencies zero, extra ones dropped). `decode_stats()` counts chunks, invalid draws, resamples and
+fallbacks; evaluation reports them (`results.json` "decoding").
+
+Export: the loop over a fixed-length family unrolls into the exported program. FAST's tokens
+decode through its BPE vocabulary in Python, so a policy over FAST does not export (a clear error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqbet.nn.gpt import GPT
+from vqbet.policies.acting import Observation, state_of, to_absolute, to_relative
+from vqbet.policies.registry import register_policy
+from vqbet.policies.tokenized import TokenizedPolicy, TransformerConfig
+from vqbet.policies.vqbet import sample_codes
+from vqbet.tokenizers import ChunkTokenizer
+
+IGNORE = -100
+"""Target of the positions after a FAST sequence's end token (no loss)."""
+
+
+@dataclass
+class ARConfig(TransformerConfig):
+    """Everything that defines an ARPolicy (besides its tokenizer); saved in config.json."""
+
+    temperature: float = 1.0
+    """Acting: sampling temperature of each token; 0 takes the most likely token."""
+    top_p: float = 1.0
+    """Acting: sample within the smallest set of tokens whose probability reaches top_p (1: all)."""
+    resample: int = 3
+    """Acting: an invalid sequence (FAST) is drawn again up to this many times (when sampling)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        name = type(self).__name__
+        if isinstance(self.temperature, bool) or not self.temperature >= 0:
+            raise ValueError(f"{name}: temperature must be a number >= 0, got {self.temperature!r}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"{name}: top_p must be in (0, 1], got {self.top_p!r}")
+        if isinstance(self.resample, bool) or not isinstance(self.resample, int) or self.resample < 0:
+            raise ValueError(f"{name}: resample must be an integer >= 0, got {self.resample!r}")
+
+
+@register_policy("ar")
+class ARPolicy(TokenizedPolicy):
+    """Observation window -> action tokens decoded one at a time -> the tokenizer's chunk."""
+
+    config_class = ARConfig
+    config: ARConfig
+    variable_length_ok = True
+
+    def __init__(self, config: ARConfig, tokenizer: ChunkTokenizer) -> None:
+        super().__init__(config, tokenizer)
+        c = config
+        self.vocab = tokenizer.max_vocab_size
+        """V: token values; V is the end token, V + 1 the begin token (inputs only)."""
+        self.variable = tokenizer.variable_length
+        self.steps = tokenizer.tokens_per_chunk + int(self.variable)
+        """Predicted positions: the L tokens, and the end token where lengths vary."""
+        self.obs_embed = nn.Linear(self.obs_features, c.n_embd)
+        self.token_embed = nn.Embedding(self.vocab + 2, c.n_embd)
+        self.gpt = GPT(
+            block_size=c.obs_window + self.steps,
+            n_layer=c.n_layer,
+            n_head=c.n_head,
+            n_embd=c.n_embd,
+            dropout=c.dropout,
+        )
+        self.head = nn.Linear(c.n_embd, self.vocab + 1)
+        self.reset_decode_stats()
+
+    @property
+    def network(self) -> nn.Module:
+        return self.gpt
+
+    # -- tokens ------------------------------------------------------------------------------
+    def _targets(self, chunks: Tensor) -> Tensor:
+        """Chunks (N, Ta, A) raw, in the policy's frame -> targets (N, steps): the tokens, then
+        (FAST) the end token and IGNORE after it."""
+        if not self.variable:
+            return self.tokenizer.encode_normalized(self.tokenizer.normalizer.normalize(chunks))
+        tokens, lengths = self.tokenizer.encode(chunks)
+        n, width = tokens.shape
+        position = torch.arange(self.steps, device=tokens.device)
+        targets = torch.full((n, self.steps), IGNORE, dtype=torch.long, device=tokens.device)
+        targets[:, :width] = torch.where(position[:width] < lengths[:, None], tokens, IGNORE)
+        targets[torch.arange(n, device=tokens.device), lengths] = self.vocab
+        return targets
+
+    def _full_window(self, obs: Observation) -> Observation:
+        """A window shorter than To padded at its start with its first step (as acting pads an
+        episode's start), so that token positions are those of training."""
+        missing = self.config.obs_window - state_of(obs).shape[1]
+        if missing <= 0:
+            return obs
+        pad = lambda x: torch.cat([x[:, :1].expand(-1, missing, *x.shape[2:]), x], dim=1)  # noqa: E731
+        return {k: pad(v) for k, v in obs.items()} if isinstance(obs, dict) else pad(obs)
+
+    # -- training ----------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        """Cross-entropy of every token of the last window step's chunk, teacher-forced."""
+        c = self.config
+        obs, action = self.check_batch(batch)
+        state = state_of(obs)
+        observed = self.observe(obs)
+        with torch.no_grad():
+            targets = self._targets(to_relative(action[:, -1], state[:, -1], c.action_relative_to))
+        inputs = torch.cat([torch.full_like(targets[:, :1], self.vocab + 1), targets[:, :-1]], dim=1)
+        inputs = inputs.masked_fill(inputs == IGNORE, self.vocab)
+        sequence = torch.cat([self.obs_embed(observed), self.token_embed(inputs)], dim=1)
+        logits = self.head(self.gpt(sequence)[:, -self.steps :])
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+        valid = targets != IGNORE
+        right = (logits.argmax(-1) == targets) & valid
+        metrics = {
+            "loss": loss.item(),
+            "token_accuracy": (right.sum() / valid.sum()).item(),
+            "sequence_accuracy": (right == valid).all(dim=1).float().mean().item(),
+        }
+        return self.with_env_state_loss(loss, observed, batch, metrics), metrics
+
+    # -- acting ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _sample(self, observed: Tensor) -> Tensor:
+        """Observed steps (B, To, F) -> sampled tokens (B, n <= steps); FAST rows end with the
+        end token (and hold it once emitted)."""
+        c = self.config
+        b = observed.shape[0]
+        cache = self.gpt.new_cache(b, observed.device, observed.dtype)
+        begin = self.token_embed(torch.full((b, 1), self.vocab + 1, device=observed.device))
+        h = self.gpt.forward_cached(torch.cat([self.obs_embed(observed), begin], dim=1), cache, 0)[:, -1]
+        end = torch.full((b,), self.vocab, device=observed.device)
+        done = torch.zeros(b, dtype=torch.bool, device=observed.device)
+        tokens = []
+        ids = torch.arange(self.vocab + 1, device=h.device)
+        # A fitted vocabulary may be smaller than the embedding (FAST's BPE): never its unused ids.
+        allowed = (ids < self.tokenizer.vocab_size) | (ids == self.vocab)
+        for i in range(self.steps):
+            logits = self.head(h)
+            if not self.variable:  # fixed length: never the end token
+                logits = logits[:, : self.vocab]
+            elif i < self.steps - 1:
+                logits = logits.masked_fill(~allowed, -torch.inf)
+            else:  # after L tokens only the end token is left
+                logits = logits.masked_fill(ids != self.vocab, -torch.inf)
+            token = sample_codes(logits, c.temperature, top_p=c.top_p)
+            if self.variable:
+                token = torch.where(done, end, token)
+                done = done | (token == self.vocab)
+            tokens.append(token)
+            if i == self.steps - 1 or (self.variable and bool(done.all())):
+                break
+            h = self.gpt.forward_cached(self.token_embed(token)[:, None], cache, c.obs_window + 1 + i)[:, 0]
+        return torch.stack(tokens, dim=1)
+
+    def _decode(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Sampled tokens (B, n) -> (chunks (B, Ta, A) raw in the policy's frame, valid (B,))."""
+        if not self.variable:
+            normalised = self.tokenizer.decode_normalized(tokens)
+            return self.tokenizer.normalizer.unnormalize(normalised), torch.ones_like(
+                tokens[:, 0], dtype=torch.bool
+            )
+        is_end = tokens == self.vocab
+        lengths = torch.where(is_end.any(dim=1), is_end.int().argmax(dim=1), tokens.shape[1])
+        padded = tokens.masked_fill(is_end, self.tokenizer.pad_id)
+        return self.tokenizer.decode_with_validity(padded, lengths)
+
+    def _predict_chunk(self, obs: Observation, goal: Tensor | None) -> Tensor:
+        """Tokens sampled one at a time, decoded; invalid rows drawn again (see the module)."""
+        obs = self._full_window(obs)
+        observed = self.observe(obs)
+        chunks, valid = self._decode(self._sample(observed))
+        if self.variable:  # (a fixed-length family decodes every sequence: nothing to count or redo)
+            chunks, valid = self._resample_invalid(observed, chunks, valid)
+            self.invalid_rows = ~valid  # the acting layer replaces these (ChunkActing)
+        return to_absolute(chunks, state_of(obs)[:, -1], self.config.action_relative_to)
+
+    def _resample_invalid(self, observed: Tensor, chunks: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """Rows that did not decode drawn again, up to `resample` times when sampling; counted."""
+        stats = self._decode_stats
+        stats["chunks"] += valid.shape[0]
+        stats["invalid"] += int((~valid).sum())
+        for _ in range(self.config.resample if self.config.temperature > 0 else 0):
+            bad = torch.nonzero(~valid).flatten()
+            if not len(bad):
+                break
+            stats["resampled"] += len(bad)
+            again, ok = self._decode(self._sample(observed[bad]))
+            chunks[bad], valid[bad] = again, ok
+            stats["invalid"] += int((~ok).sum())
+        return chunks, valid
+
+    def decode_stats(self) -> dict[str, float]:
+        """Since `reset_decode_stats`: chunks predicted, invalid draws (first draws and resamples),
+        resampled rows, rows that acted on a fallback, and invalid_rate: invalid draws per draw.
+        Empty over a fixed-length tokenizer, whose every sequence decodes."""
+        if not self.variable:
+            return {}
+        s = dict(self._decode_stats)
+        draws = s["chunks"] + s["resampled"]
+        return {**s, "invalid_rate": s["invalid"] / draws if draws else 0.0}
+
+    def reset_decode_stats(self) -> None:
+        self._decode_stats = {"chunks": 0, "invalid": 0, "resampled": 0, "fallback": 0}
+        self.invalid_rows = None
+
+    def count_fallback(self, rows: int) -> None:
+        self._decode_stats["fallback"] += rows
+
+    def export(self, path: Any, **options: Any) -> Path:
+        if self.variable:
+            raise ValueError(
+                f"an 'ar' policy over the {self.tokenizer.tokenizer_type!r} tokenizer decodes its tokens "
+                "through a BPE vocabulary in Python, which torch.export cannot trace: it acts eagerly "
+                "(policies over fixed-length tokenizers export)"
+            )
+        return super().export(path, **options)
