@@ -30,6 +30,11 @@ DEMONSTRATION_KEYS = ("expert_success_rate", "order_entropy", "mode_histogram", 
 the expert reference."""
 
 
+def label(policy: Policy) -> str:
+    """What reports call a policy: its named configuration (e.g. "bet"), else its family."""
+    return str(policy.metadata.get("configuration") or policy.name)
+
+
 def check_env_fits(policy: Policy, make_env: Callable[..., Any], env_id: str) -> None:
     """Raise ValueError, before any episode runs, when the env's observations are not what the
     policy takes: its state size, and every camera the policy sees at the policy's image size."""
@@ -90,7 +95,7 @@ def evaluate_and_report(
     summary = result["summary"]
     decoding = policy.decode_stats()  # token sequences that did not decode (autoregressive families)
     results = {
-        "policy": policy.name,
+        "policy": label(policy),
         "env_id": env_id,
         "eval_seed": first_seed,
         "summary": summary,
@@ -103,7 +108,7 @@ def evaluate_and_report(
     }
     orders = [e["order"] for e in result["episodes"] if e["success"] and "order" in e]
     if "mode_histogram" in attrs:
-        plot_orders(orders, attrs["mode_histogram"], out_dir / "orders.png", f"{policy.name}: orders")
+        plot_orders(orders, attrs["mode_histogram"], out_dir / "orders.png", f"{label(policy)}: orders")
     if eval_cfg.video_episodes > 0:
         record_video(policy, make_env, eval_cfg.video_episodes, first_seed, out_dir / "rollouts.mp4")
     if started is not None:
@@ -111,7 +116,7 @@ def evaluate_and_report(
     report = write_report(out_dir, results)
     low, high = summary["success_ci95"]
     print(
-        f"{policy.name} on {env_id}: success {summary['success_rate']:.2f} ({low:.2f}-{high:.2f}), "
+        f"{label(policy)} on {env_id}: success {summary['success_rate']:.2f} ({low:.2f}-{high:.2f}), "
         f"order entropy {summary.get('order_entropy', 0.0):.3f}"
     )
     print(f"report: {report}")
@@ -130,7 +135,7 @@ def offline_and_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_offline(policy, windows, samples=OFFLINE_SAMPLES)
     results = {
-        "policy": policy.name,
+        "policy": label(policy),
         "mode": "offline",
         "dataset": policy.metadata.get("task", {}).get("dataset"),
         "offline": metrics,
@@ -141,7 +146,7 @@ def offline_and_report(
     report = write_offline_report(out_dir, results)
     best = f"best_of_{OFFLINE_SAMPLES}_nmse"
     print(
-        f"{policy.name} offline: greedy chunk normalised MSE {metrics['greedy_nmse']:.4f}, best of "
+        f"{label(policy)} offline: greedy chunk normalised MSE {metrics['greedy_nmse']:.4f}, best of "
         f"{OFFLINE_SAMPLES} {metrics[best]:.4f} on {metrics['windows']} windows"
     )
     print(f"report: {report}")

@@ -42,7 +42,10 @@ def build_policy(cfg: dict[str, Any]) -> Policy:
     if task.cameras:  # a pixel task: its cameras (and their encoder settings)
         fields["vision"] = {**fields.get("vision", {}), **task.vision, "cameras": task.cameras}
     tokenizer = cfg.get("tokenizer", {})
-    return family.build(fields, {"name": tokenizer.get("name", "rvq"), **(tokenizer.get("model") or {})})
+    policy = family.build(fields, {"name": tokenizer.get("name", "rvq"), **(tokenizer.get("model") or {})})
+    if name != policy.name:  # a named configuration of a family (BeT): reports say its name
+        policy.metadata["configuration"] = name
+    return policy
 
 
 def fit_phase_one(policy: Policy, run: RunConfig, windows: TrajectoryWindows) -> None:
