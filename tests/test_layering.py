@@ -67,7 +67,8 @@ def test_library_never_imports_hydra_or_scripts_and_only_the_pipeline_imports_en
 
 
 def test_vqbet_imports_without_mujoco_envs_or_the_optional_readers():
-    blocked = "import sys; sys.modules.update(dict.fromkeys(['mujoco', 'envs', 'pyarrow', 'zarr', 'av', 'minari', 'tokenizers']))"
+    optional = ["mujoco", "envs", "pyarrow", "zarr", "av", "minari", "tokenizers"]
+    blocked = f"import sys; sys.modules.update(dict.fromkeys({optional!r}))"
     code = f"{blocked}; import vqbet, vqbet.pipeline, vqbet.policies; print(sorted(vqbet.policies.POLICIES))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -28,14 +28,94 @@ def _vector(pa: Any, values: np.ndarray) -> Any:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 
-def _stats(values: np.ndarray) -> dict[str, Any]:
-    return {
-        "min": values.min(0).tolist(),
-        "max": values.max(0).tolist(),
-        "mean": values.mean(0).tolist(),
-        "std": values.std(0).tolist(),
-        "count": [len(values)],
+# LeRobot 0.6.1's statistics (lerobot/datasets/compute_stats.py): per episode and feature min, max,
+# mean, std, count and the quantiles q01..q99, read off a 5000-bin histogram between the episode's
+# min and max; camera stats over LeRobot's sample of the episode's frames, per channel in [0, 1].
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
+QUANTILE_BINS = 5000
+# LeRobot's default file sizes (lerobot/datasets/utils.py); one data file and one video per camera
+# are written whatever their size.
+CHUNKS_SIZE, DATA_FILES_SIZE_IN_MB, VIDEO_FILES_SIZE_IN_MB = 1000, 100, 200
+
+
+def _histogram_quantiles(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> dict[str, np.ndarray]:
+    """LeRobot's RunningQuantileStats quantiles for one batch: linear within the histogram bin."""
+    n, dims = values.shape
+    out = {key: np.empty(dims) for key in QUANTILES}
+    for i in range(dims):
+        edges = np.linspace(low[i] - 1e-10, high[i] + 1e-10, QUANTILE_BINS + 1)
+        cumsum = np.cumsum(np.histogram(values[:, i], bins=edges)[0])
+        for key, q in QUANTILES.items():
+            target = q * n
+            idx = int(np.searchsorted(cumsum, target))
+            if idx == 0:
+                out[key][i] = edges[0]
+            elif idx >= len(cumsum):
+                out[key][i] = edges[-1]
+            else:
+                before = cumsum[idx - 1]
+                in_bin = cumsum[idx] - before
+                fraction = (target - before) / in_bin if in_bin else 0.0
+                out[key][i] = edges[idx] + fraction * (edges[idx + 1] - edges[idx])
+    return out
+
+
+def feature_stats(values: np.ndarray, count: int | None = None) -> dict[str, np.ndarray]:
+    """One episode's stats of `values` (frames, dims), in float64, as LeRobot's get_feature_stats
+    computes them (std over n, quantiles from the histogram; with one frame every quantile is the
+    mean); `count` is the number of frames LeRobot records (its sample size for cameras)."""
+    values = np.asarray(values, dtype=np.float64)
+    stats = {
+        "min": values.min(0),
+        "max": values.max(0),
+        "mean": values.mean(0),
+        "std": values.std(0),
+        "count": np.array([len(values) if count is None else count], dtype=np.int64),
     }
+    if len(values) < 2:
+        stats.update({key: stats["mean"].copy() for key in QUANTILES})
+    else:
+        stats.update(_histogram_quantiles(values, stats["min"], stats["max"]))
+    return stats
+
+
+def aggregate_stats(episodes: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """LeRobot's aggregate_feature_stats: count-weighted mean, pooled variance, min of the mins,
+    max of the maxes, count-weighted mean of each quantile, summed count."""
+    counts = np.stack([s["count"] for s in episodes])  # (episodes, 1)
+    total = counts.sum(0)  # (1,): broadcasts against (dims,) and (3, 1, 1)
+    means = np.stack([s["mean"] for s in episodes])
+    weights = counts.reshape(-1, *[1] * (means.ndim - 1)).astype(np.float64)
+    mean = (means * weights).sum(0) / total
+    spread = np.stack([s["std"] for s in episodes]) ** 2 + (means - mean) ** 2
+    out = {
+        "min": np.min(np.stack([s["min"] for s in episodes]), 0),
+        "max": np.max(np.stack([s["max"] for s in episodes]), 0),
+        "mean": mean,
+        "std": np.sqrt((spread * weights).sum(0) / total),
+        "count": total,
+    }
+    for key in QUANTILES:
+        out[key] = (np.stack([s[key] for s in episodes]) * weights).sum(0) / total
+    return out
+
+
+def _sample_indices(length: int) -> np.ndarray:
+    """LeRobot's frames sampled from an episode for camera stats (compute_stats.sample_indices)."""
+    num = max(min(100, length), min(int(length**0.75), 10_000))
+    return np.round(np.linspace(0, length - 1, num)).astype(int)
+
+
+def _camera_stats(frames: Any, start: int, end: int) -> dict[str, np.ndarray]:
+    """Per-channel stats of an episode's sampled frames, downsampled as LeRobot does above 300 px,
+    scaled to [0, 1] and shaped (3, 1, 1)."""
+    picked = np.asarray(frames[start + _sample_indices(end - start)])  # (k, h, w, 3) uint8
+    h, w = picked.shape[1:3]
+    if max(h, w) >= 300:
+        step = int(w / 150) if w > h else int(h / 150)
+        picked = picked[:, ::step, ::step]
+    stats = feature_stats(picked.reshape(-1, picked.shape[-1]), count=len(picked))
+    return {k: v if k == "count" else (v / 255.0).reshape(-1, 1, 1) for k, v in stats.items()}
 
 
 def _tasks_table(pa: Any, task: str) -> Any:
@@ -91,17 +171,22 @@ def export_lerobot(
             lengths = ends - starts
             episode = np.repeat(np.arange(data.num_episodes), lengths)
             frame = np.arange(n) - np.repeat(starts, lengths)
-            columns = {
-                obs_key: _vector(pa, data.obs),
-                action_key: _vector(pa, data.action),
-                "timestamp": pa.array((frame / fps).astype(np.float32)),
-                "frame_index": pa.array(frame.astype(np.int64)),
-                "episode_index": pa.array(episode.astype(np.int64)),
-                "index": pa.array(np.arange(n, dtype=np.int64)),
-                "task_index": pa.array(np.zeros(n, dtype=np.int64)),
+            numeric = {  # every column as written, (frames, dims): LeRobot keeps stats of each
+                obs_key: np.asarray(data.obs, np.float32),
+                action_key: np.asarray(data.action, np.float32),
+                "timestamp": (frame / fps).astype(np.float32)[:, None],
+                "frame_index": frame.astype(np.int64)[:, None],
+                "episode_index": episode.astype(np.int64)[:, None],
+                "index": np.arange(n, dtype=np.int64)[:, None],
+                "task_index": np.zeros((n, 1), dtype=np.int64),
             }
             if data.env_state is not None:
-                columns[ENV_STATE_KEY] = _vector(pa, data.env_state)
+                numeric[ENV_STATE_KEY] = np.asarray(data.env_state, np.float32)
+            scalars = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+            columns = {
+                key: pa.array(values[:, 0]) if key in scalars else _vector(pa, values)
+                for key, values in numeric.items()
+            }
             data_file = tmp / DATA_PATH.format(chunk_index=0, file_index=0)
             data_file.parent.mkdir(parents=True)
             pq.write_table(pa.table(columns), data_file)
@@ -115,14 +200,16 @@ def export_lerobot(
                 "index": {"dtype": "int64", **scalar},
                 "task_index": {"dtype": "int64", **scalar},
             }
-            stats = {obs_key: _stats(data.obs), action_key: _stats(data.action)}
             if data.env_state is not None:
                 features[ENV_STATE_KEY] = {
                     "dtype": "float32",
                     "shape": [data.env_state.shape[1]],
                     "names": None,
                 }
-                stats[ENV_STATE_KEY] = _stats(data.env_state)
+            episode_stats: dict[str, list[dict[str, np.ndarray]]] = {
+                key: [feature_stats(values[a:b]) for a, b in zip(starts, ends, strict=True)]
+                for key, values in numeric.items()
+            }
             episodes: dict[str, Any] = {
                 "episode_index": pa.array(np.arange(data.num_episodes, dtype=np.int64)),
                 "tasks": pa.array([[task]] * data.num_episodes, pa.list_(pa.string())),
@@ -147,17 +234,17 @@ def export_lerobot(
                     "names": ["height", "width", "channels"],
                     "info": {"video.fps": fps, "video.codec": "h264", "video.pix_fmt": "yuv444p"},
                 }
-                sample = np.asarray(frames[np.linspace(0, n - 1, min(n, 100)).astype(int)], np.float64) / 255
-                per_channel = sample.reshape(-1, 3)
-                stats[key] = {
-                    k: [[[v]] for v in values] for k, values in _stats(per_channel).items() if k != "count"
-                }
-                stats[key]["count"] = [int(n)]
+                episode_stats[key] = [_camera_stats(frames, a, b) for a, b in zip(starts, ends, strict=True)]
                 prefix = f"videos/{key}/"
                 episodes[prefix + "chunk_index"] = pa.array(np.zeros(data.num_episodes, np.int64))
                 episodes[prefix + "file_index"] = pa.array(np.zeros(data.num_episodes, np.int64))
                 episodes[prefix + "from_timestamp"] = pa.array(starts / fps)
                 episodes[prefix + "to_timestamp"] = pa.array(ends / fps)
+            stats = {}
+            for key, per_episode in episode_stats.items():  # columns stats/<feature>/<stat>
+                for stat in per_episode[0]:
+                    episodes[f"stats/{key}/{stat}"] = pa.array([one[stat].tolist() for one in per_episode])
+                stats[key] = {k: v.tolist() for k, v in aggregate_stats(per_episode).items()}
             episodes_file = tmp / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
             episodes_file.parent.mkdir(parents=True)
             pq.write_table(pa.table(episodes), episodes_file)
@@ -168,9 +255,9 @@ def export_lerobot(
                 "total_episodes": data.num_episodes,
                 "total_frames": n,
                 "total_tasks": 1,
-                "chunks_size": 1000,
-                "data_files_size_in_mb": 100,
-                "video_files_size_in_mb": 500,
+                "chunks_size": CHUNKS_SIZE,
+                "data_files_size_in_mb": DATA_FILES_SIZE_IN_MB,
+                "video_files_size_in_mb": VIDEO_FILES_SIZE_IN_MB,
                 "fps": fps,
                 "splits": {"train": f"0:{data.num_episodes}"},
                 "data_path": DATA_PATH,
