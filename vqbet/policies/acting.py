@@ -4,7 +4,8 @@ per-environment resets for vector envs.
 
 vqbet.policies.Policy mixes this in and provides `predict_action_chunk(obs_window (B, To, D), goal)
 -> (B, Ta, A)`, a `config` with obs_dim, action_dim, obs_window, action_chunk, execution,
-execute_steps and ensemble_decay, and at least one parameter (to know its device).
+execute_steps and ensemble_decay, `input_spec()` (what the shared input check expects), and at
+least one parameter (to know its device).
 
 Relative actions: with a config's `action_relative_to` (one observation index per action dim),
 a policy learns and predicts each chunk minus those observation features of the step the chunk
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vqbet.policies.inputs import FINITE_MESSAGE, InputSpec, check_inputs
+from vqbet.policies.inputs import FINITE_MESSAGE, check_inputs
 
 ArrayT = TypeVar("ArrayT", Tensor, np.ndarray)
 Observation = Tensor | dict[str, Tensor]
@@ -101,7 +102,7 @@ class ChunkActing:
         c = self.config
         device = next(self.parameters()).device
         obs, goal = check_inputs(
-            obs, InputSpec.of(c), "select_action", steps=False, goal=goal, finite=False, device=device
+            obs, self.input_spec(), "select_action", steps=False, goal=goal, finite=False, device=device
         )
         state = obs["state"]
         b = state.shape[0]

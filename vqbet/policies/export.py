@@ -165,9 +165,9 @@ def _verify(folder: Path, meta: dict[str, Any], source: str) -> Path:
     file = folder / PROGRAM_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file} is missing (expected the exported program)")
-    recorded = meta.get("program_sha256")
     if meta.get("format_version", 1) < 2:  # written before digests were recorded: nothing to compare
         return file
+    recorded = meta.get("program_sha256")
     if not isinstance(recorded, str):
         raise ValueError(f"{source}: 'program_sha256' is missing; export the policy again")
     found = hashlib.sha256(file.read_bytes()).hexdigest()
@@ -190,6 +190,7 @@ class ExportedPolicy:
 
     def __init__(self, program: Any, meta: dict[str, Any], source: str) -> None:
         self.program, self.meta, self.source = program, meta, source
+        self.spec = InputSpec.of_export(meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ExportedPolicy:
@@ -222,9 +223,7 @@ class ExportedPolicy:
     def predict_action_chunk(self, obs_window: Any, goal: Tensor | np.ndarray | None = None) -> Tensor:
         """obs_window (B, To, D) raw (or {"state": ..., <camera>: (B, To, H, W, 3) uint8} for a
         policy with cameras) -> action chunk (B, Ta, A) raw, as the policy's own."""
-        obs, goal = check_inputs(
-            obs_window, InputSpec.of_export(self.meta), self.source, steps=True, goal=goal
-        )
+        obs, goal = check_inputs(obs_window, self.spec, self.source, steps=True, goal=goal)
         args: tuple[Any, ...] = (obs if len(obs) > 1 else obs["state"],)
         if goal is not None:
             args += (goal,)
