@@ -50,6 +50,8 @@ OBS_ELEMENT_GOALS = {
     "kettle": np.array([-0.23, 0.75, 1.62, 0.99, 0.0, 0.0, -0.06]),
 }
 BONUS_THRESH = 0.3
+ACTION_SCALE = 2.0
+"""Joint velocity (rad/s, m/s) per unit of action, before the per-joint velocity bounds."""
 TASKS = ("microwave", "slide cabinet", "light switch", "hinge cabinet")
 """The four sub-tasks of every episode: pushes and pulls a scripted arm can do without a grasp."""
 INIT_QPOS = np.array(  # FrankaKitchen-v1's start: the arm above the counter, everything closed
@@ -155,13 +157,19 @@ class KitchenEnv(StrictReset, StabilityChecks, MujocoEnv):
         return info
 
     # -- gymnasium API ---------------------------------------------------------------------
-    def _get_obs(self) -> np.ndarray:
-        qpos, qvel = self.data.qpos.copy(), self.data.qvel.copy()
+    def noise_amplitudes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Uniform observation-noise amplitudes: (qpos (30,), qvel (29,)); the noise of a
+        coordinate is amplitude x U(-1, 1)."""
         robot, objects = self.robot_noise_ratio, self.object_noise_ratio
         # FrankaKitchen-v1's amplitudes, its off-by-one for the object positions included (the 30
         # qpos of the free-joint kettle read the 29 per-dof amplitudes from index 8).
         pos_amp = np.concatenate([robot * self.pos_noise[:9], objects * self.pos_noise[8:]])
         vel_amp = np.concatenate([robot * self.vel_noise[:9], objects * self.vel_noise[9:]])
+        return pos_amp, vel_amp
+
+    def _get_obs(self) -> np.ndarray:
+        qpos, qvel = self.data.qpos.copy(), self.data.qvel.copy()
+        pos_amp, vel_amp = self.noise_amplitudes()
         qpos += pos_amp * self.np_random.uniform(-1.0, 1.0, qpos.shape)
         qvel += vel_amp * self.np_random.uniform(-1.0, 1.0, qvel.shape)
         return np.concatenate([qpos[:9], qvel[:9], qpos[9:], qvel[9:]])
@@ -173,7 +181,7 @@ class KitchenEnv(StrictReset, StabilityChecks, MujocoEnv):
         finite = bool(np.isfinite(action).all() and self._finite_state())
         warnings_before = self._warnings()
         if finite:  # a NaN never reaches MuJoCo
-            velocity = np.clip(2.0 * np.clip(action, -1.0, 1.0), *self.vel_bound.T)
+            velocity = np.clip(ACTION_SCALE * np.clip(action, -1.0, 1.0), *self.vel_bound.T)
             target = np.clip(self.data.qpos[:9] + velocity * self.dt, *self.pos_bound.T)
             self.do_simulation(target, self.frame_skip)
         if not finite or self._unstable(warnings_before):

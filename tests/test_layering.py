@@ -66,6 +66,13 @@ def test_library_never_imports_hydra_or_scripts_and_only_the_pipeline_imports_en
         assert not roots(at_import[file]) & {"mujoco", "envs"}, f"{file} imports envs at import time"
 
 
+def test_the_library_never_imports_its_integrations():
+    """integrations/ (the LeRobot plug-ins) build on vqbet; vqbet works without LeRobot."""
+    for folder in (ROOT / "vqbet", ROOT / "envs"):
+        for file, names in imported_modules(folder).items():
+            assert not {n for n in roots(names) if n.startswith("lerobot")}, f"{file} imports {names}"
+
+
 def test_vqbet_imports_without_mujoco_envs_or_the_optional_readers():
     optional = ["mujoco", "envs", "pyarrow", "zarr", "av", "minari", "tokenizers"]
     blocked = f"import sys; sys.modules.update(dict.fromkeys({optional!r}))"
@@ -140,10 +147,28 @@ def test_no_two_modules_share_a_name_at_different_depths_unless_they_share_a_rol
         seen.setdefault(file.name, file)
 
 
+WARP_ENVS = ROOT / "envs" / "warp"
+"""The tasks on MuJoCo Warp: the one place in envs/ that uses torch (its tensors are the batch)."""
+
+
 def test_envs_import_no_torch_and_no_vqbet():
     for file, names in imported_modules(ROOT / "envs").items():
-        bad = roots(names) & {"torch", "vqbet"}
+        bad = roots(names) & {"vqbet"}
+        if WARP_ENVS not in file.parents:
+            bad |= roots(names) & {"torch", "warp", "mujoco_warp"}
         assert not bad, f"{file} imports {bad}"
+
+
+def test_importing_envs_or_envs_warp_imports_no_torch_and_no_warp():
+    # envs.warp's package file names the tasks and their errors without loading anything; its
+    # modules, which import torch and Warp, load only when a vector env is made.
+    at_import = imported_modules(ROOT / "envs", top_level_only=True)
+    for file, names in at_import.items():
+        if file == WARP_ENVS / "__init__.py" or WARP_ENVS not in file.parents:
+            bad = roots(names) & {"torch", "warp", "mujoco_warp"}
+            assert not bad, f"{file} imports {bad} at import time"
+            modules = {n for n in names if n.startswith("envs.warp.")}
+            assert not modules, f"{file} imports {modules} at import time"
 
 
 def test_scripts_and_tests_import_no_script_and_edit_no_sys_path():

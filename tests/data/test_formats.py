@@ -241,6 +241,36 @@ def test_lerobot_v3_export_round_trip_and_frame_errors(tmp_path):
         load_dataset(root)
 
 
+def test_lerobot_v3_export_splits_files_at_the_size_limits(tmp_path):
+    """Tiny limits: every episode in its own data file and video file (LeRobot's numbering), each
+    episode's video timestamps restart in its file, and the reader gives back the same data."""
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("av")
+    import pyarrow.parquet as pq
+
+    ref = reference()
+    root = export_lerobot(ref, tmp_path / "split", fps=10, data_file_mb=1e-4, video_file_mb=1e-4)
+    info = json.loads((root / "meta/info.json").read_text())
+    assert (info["data_files_size_in_mb"], info["video_files_size_in_mb"]) == (1e-4, 1e-4)
+    data_files = sorted(p.relative_to(root).as_posix() for p in (root / "data").rglob("*.parquet"))
+    assert data_files == [f"data/chunk-000/file-00{i}.parquet" for i in range(len(LENGTHS))]
+    assert [pq.read_metadata(root / f).num_rows for f in data_files] == list(LENGTHS)
+    episodes = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pydict()
+    assert episodes["data/file_index"] == list(range(len(LENGTHS)))
+    assert episodes["videos/observation.images.wrist/file_index"] == list(range(len(LENGTHS)))
+    assert episodes["videos/observation.images.wrist/from_timestamp"] == [0.0] * len(LENGTHS)
+    assert episodes["videos/observation.images.wrist/to_timestamp"] == [n / 10 for n in LENGTHS]
+    back = load_dataset(root, image_keys={"image": "observation.image", "wrist": "observation.images.wrist"})
+    assert_same(back, ref, image_tolerance=2.0)
+    whole = export_lerobot(ref, tmp_path / "whole", fps=10)  # default limits: one file each
+    assert len(list((whole / "data").rglob("*.parquet"))) == 1
+    assert len(list((whole / "videos").rglob("*.mp4"))) == 2  # the episodes' videos joined
+    cameras = {"image": "observation.image", "wrist": "observation.images.wrist"}
+    assert_same(load_dataset(whole, image_keys=cameras), ref, image_tolerance=2.0)
+    with pytest.raises(ValueError, match="data_file_mb must be > 0"):
+        export_lerobot(ref, tmp_path / "bad", fps=10, data_file_mb=0)
+
+
 def test_our_pusht_demonstrations_round_trip_through_lerobot_v3(tmp_path):
     pytest.importorskip("pyarrow")
     from vqbet.pipeline import collect

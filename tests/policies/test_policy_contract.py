@@ -183,6 +183,19 @@ def test_a_checkpoint_of_another_format_is_refused_with_its_format_named(tmp_pat
         load_policy(path)
 
 
+def test_a_folder_whose_config_json_is_another_frameworks_loads_from_vqbet_json(tmp_path):
+    """A LeRobot plug-in checkpoint: LeRobot's config.json, vqbet's own config in vqbet.json."""
+    policy, _ = fitted("vqbet:fsq")
+    path = policy.save_pretrained(tmp_path / "ckpt")
+    (path / "config.json").rename(path / "vqbet.json")
+    (path / "config.json").write_text(json.dumps({"type": "vqbetlib", "n_obs_steps": 3}))
+    loaded = load_policy(path)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in policy.state_dict().items())
+    (path / "vqbet.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"vqbet\.json: not a vqbet policy checkpoint"):
+        load_policy(path)
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_the_exported_program_acts_like_the_eager_policy(name, tmp_path):
     from vqbet.policies.export import ExportedPolicy

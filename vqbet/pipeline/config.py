@@ -69,6 +69,10 @@ class DataConfig:
             raise ValueError(f"DataConfig: val_fraction must be < 1, got {self.val_fraction}")
 
 
+BACKENDS = ("cpu", "warp")
+"""Simulators an evaluation runs on (EvalConfig.backend)."""
+
+
 @dataclass
 class EvalConfig:
     """Rollouts during training and of the best checkpoint."""
@@ -83,6 +87,10 @@ class EvalConfig:
     """Episodes in the tiled video (0 = off)."""
     first_seed: int = EVAL_SEED
     """Episode i runs on seed first_seed + i."""
+    backend: str = "cpu"
+    """Simulator of the final evaluation (scripts/eval.py, the end of training): "cpu" (CPU MuJoCo in
+    a gymnasium vector env) or "warp" (num_envs MuJoCo Warp worlds in one batch on the GPU:
+    envs.warp, Kitchen only, docs/evaluation.md). Validation during training runs on "cpu"."""
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -90,6 +98,8 @@ class EvalConfig:
             at_least_one=("episodes", "num_envs"),
             counts=("during_training", "video_episodes", "first_seed"),
         )
+        if self.backend not in BACKENDS:
+            raise ValueError(f"EvalConfig: backend must be one of {list(BACKENDS)}, got {self.backend!r}")
 
 
 @dataclass
@@ -141,6 +151,8 @@ def check_run_config(cfg: dict[str, Any], build_policy: Callable[[dict[str, Any]
     collect = attempt(lambda: config_from_dict(CollectConfig, cfg["collect"], "collect"))
     data = attempt(lambda: config_from_dict(DataConfig, cfg["data"], "data"))
     evaluation = attempt(lambda: config_from_dict(EvalConfig, cfg["eval"], "eval"))
+    if evaluation is not None and evaluation.backend == "warp" and task is not None and task.env_id:
+        attempt(lambda: _check_warp_task(task.env_id))  # named now, not after training
     if not isinstance(cfg.get("run_dir"), str):
         problems.append(f"run_dir must be a path, got {cfg.get('run_dir')!r}")
     policy = attempt(lambda: build_policy(cfg)) if task is not None else None
@@ -150,6 +162,13 @@ def check_run_config(cfg: dict[str, Any], build_policy: Callable[[dict[str, Any]
     return RunConfig(
         cfg, task, RunDir.of(cfg["run_dir"]), seed, policy, train, fit, collect, data, evaluation
     )
+
+
+def _check_warp_task(env_id: str) -> None:
+    """eval.backend=warp: ValueError naming `env_id` when MuJoCo Warp does not run it (loads nothing)."""
+    from envs.warp import check_task
+
+    check_task(env_id)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

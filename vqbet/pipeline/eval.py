@@ -20,6 +20,7 @@ from vqbet.evaluation.rollouts import evaluate
 from vqbet.io.run_dir import RunDir, undone_if_disk_full, writer_lock
 from vqbet.pipeline.config import EvalConfig
 from vqbet.pipeline.task import TaskConfig, env_factory, read_task_data
+from vqbet.pipeline.warp_backend import check_backend, evaluate_on_warp
 from vqbet.policies import Policy, load_policy
 from vqbet.training import compile_network, resolve_device
 
@@ -81,17 +82,22 @@ def evaluate_and_report(
     env_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate `policy` on `env_id` made with `env_kwargs` (episodes, num_envs, video_episodes,
-    first_seed of `eval_cfg`)
-    and write results.json, report.md, orders.png and rollouts.mp4 into `out_dir`. The expert
-    reference comes from the policy's recorded demonstrations metadata. Returns the results; with
-    `started` (a perf_counter time) they hold the seconds since then as total_seconds."""
+    first_seed, backend of `eval_cfg`) and write results.json, report.md, orders.png and rollouts.mp4
+    into `out_dir`. The expert reference comes from the policy's recorded demonstrations metadata.
+    Returns the results; with `started` (a perf_counter time) they hold the seconds since then as
+    total_seconds."""
     out_dir.mkdir(parents=True, exist_ok=True)
     make_env = env_factory(env_id, **(env_kwargs or {}))
-    check_env_fits(policy, make_env, env_id)
     attrs = policy.metadata.get("demonstrations", {})
     first_seed = eval_cfg.first_seed
     policy.reset_decode_stats()
-    result = evaluate(policy, make_env, eval_cfg.episodes, first_seed, num_envs=eval_cfg.num_envs)
+    if eval_cfg.backend == "warp":  # the video comes from the evaluated worlds themselves
+        result = evaluate_on_warp(policy, env_id, eval_cfg, out_dir, env_kwargs or {})
+    else:
+        check_env_fits(policy, make_env, env_id)
+        result = evaluate(policy, make_env, eval_cfg.episodes, first_seed, num_envs=eval_cfg.num_envs)
+        num_envs = min(eval_cfg.num_envs, eval_cfg.episodes)
+        result["backend"] = {"name": "cpu", "device": "cpu", "num_envs": num_envs}
     summary = result["summary"]
     decoding = policy.decode_stats()  # token sequences that did not decode (autoregressive families)
     results = {
@@ -103,13 +109,14 @@ def evaluate_and_report(
         "expert_success_rate": attrs.get("expert_success_rate"),
         "expert_order_entropy": attrs.get("order_entropy"),
         "demonstrations_perturb": attrs.get("perturb", 0.0),
+        "backend": result["backend"],
         **({"decoding": decoding} if decoding else {}),
         **extra,
     }
     orders = [e["order"] for e in result["episodes"] if e["success"] and "order" in e]
     if "mode_histogram" in attrs:
         plot_orders(orders, attrs["mode_histogram"], out_dir / "orders.png", f"{label(policy)}: orders")
-    if eval_cfg.video_episodes > 0:
+    if eval_cfg.video_episodes > 0 and eval_cfg.backend == "cpu":
         record_video(policy, make_env, eval_cfg.video_episodes, first_seed, out_dir / "rollouts.mp4")
     if started is not None:
         results["total_seconds"] = time.perf_counter() - started
@@ -245,6 +252,7 @@ def _evaluate_checkpoint(cfg: dict[str, Any], task_given: bool = False) -> dict[
             )
     if task.env_id is None:  # trained without a simulator: judged on its demonstrations
         return _evaluate_offline_checkpoint(policy, task, checkpoint, cfg, device)
+    check_backend(eval_cfg, task.env_id)  # an unsupported task is named before anything compiles
     if "demonstrations" not in policy.metadata:  # saved outside the training job: the dataset's, if here
         policy.metadata["demonstrations"] = dataset_attrs(task.dataset)
     overrides = {k: v for k, v in cfg["act"].items() if v is not None}

@@ -44,6 +44,9 @@ from vqbet.policies.registry import policy_class
 
 MODEL_TYPE = "vqbet.policy"
 FORMAT_VERSION = 2
+FOREIGN_META_FILE = "vqbet.json"
+"""Where a checkpoint folder whose config.json belongs to another framework (a LeRobot plug-in
+checkpoint) keeps what vqbet's config.json would hold; the weights keep vqbet's names."""
 
 
 @dataclass
@@ -344,8 +347,9 @@ class Policy(ChunkActing, nn.Module):
         """Load a checkpoint folder (JSON + safetensors only: nothing in it is executed). Called on
         `Policy` it loads any family; on a family, only that family. `expect` (e.g. obs_dim=6)
         turns a config mismatch into a clear error."""
-        meta = read_json(path)
-        source = str(Path(path) / CONFIG_FILE)
+        meta_file = FOREIGN_META_FILE if (Path(path) / FOREIGN_META_FILE).is_file() else CONFIG_FILE
+        meta = read_json(path, meta_file)
+        source = str(Path(path) / meta_file)
         family = _family(meta, source)
         fields = dict(meta["policy"])
         if family in RENAMED_FAMILIES:

@@ -1,6 +1,10 @@
-"""Write demonstrations as a LeRobotDataset v3.0 folder (one data file, one episodes file, the
-camera as one mp4), so that collections made here can be shared on the hub and read by LeRobot.
-The folder is written beside its final name and swapped in whole (vqbet.io.atomic)."""
+"""Write demonstrations as a LeRobotDataset v3.0 folder, so that collections made here can be shared
+on the hub and read by LeRobot. Frames go to parquet data files and each camera to mp4 files, both
+split at LeRobot's default sizes as LeRobot splits them (a file holds whole episodes; a new one
+starts where the next episode would take a data file to 100 MB or a video file to 200 MB; each
+episode's video is encoded alone, then joined without re-encoding), numbered as LeRobot numbers
+them (1000 files a chunk). The folder is written beside its final name and swapped
+in whole (vqbet.io.atomic)."""
 
 from __future__ import annotations
 
@@ -33,9 +37,62 @@ def _vector(pa: Any, values: np.ndarray) -> Any:
 # min and max; camera stats over LeRobot's sample of the episode's frames, per channel in [0, 1].
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 QUANTILE_BINS = 5000
-# LeRobot's default file sizes (lerobot/datasets/utils.py); one data file and one video per camera
-# are written whatever their size.
+# LeRobot's default file sizes (lerobot/datasets/utils.py).
 CHUNKS_SIZE, DATA_FILES_SIZE_IN_MB, VIDEO_FILES_SIZE_IN_MB = 1000, 100, 200
+
+
+def chunk_and_file(counter: np.ndarray | int) -> tuple[Any, Any]:
+    """(chunk_index, file_index) of the counter-th file, LeRobot's numbering."""
+    return np.divmod(counter, CHUNKS_SIZE)
+
+
+def data_file_groups(row_bytes: int, lengths: np.ndarray, limit_mb: float) -> np.ndarray:
+    """(episodes,) the data file of each episode: a new file where the next episode's frames
+    (`row_bytes` raw bytes each, what parquet stores for float and int columns) would take the
+    current one to `limit_mb` (LeRobot's rule); a file holds at least one episode."""
+    files = np.zeros(len(lengths), dtype=np.int64)
+    current, used = 0, 0
+    for e, length in enumerate(lengths.tolist()):
+        size = length * row_bytes
+        if used and used + size >= limit_mb * 2**20:
+            current, used = current + 1, 0
+        files[e], used = current, used + size
+    return files
+
+
+def _write_camera(
+    folder: Path, key: str, frames: Any, starts: np.ndarray, ends: np.ndarray, fps: int, limit_mb: float
+) -> dict[str, np.ndarray]:
+    """Encode camera `key`'s episodes one mp4 each, then join them into files as LeRobot does
+    (a new file where the next episode would take the current one to `limit_mb`): each episode's
+    file counter and its from/to timestamps within that file."""
+    from vqbet.data.formats.video import concat_videos, write_video
+
+    parts_dir = folder / "videos" / f".{key}.episodes"
+    count = len(starts)
+    out = {"file": np.zeros(count, np.int64), "from": np.zeros(count), "to": np.zeros(count)}
+    groups: list[list[Path]] = [[]]
+    used_mb, frames_in_file = 0.0, 0
+    for e, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        part = write_video(parts_dir / f"{e:06d}.mp4", (np.asarray(frames[i]) for i in range(a, b)), fps)
+        size_mb = part.stat().st_size / 2**20
+        if groups[-1] and used_mb + size_mb >= limit_mb:
+            groups.append([])
+            used_mb, frames_in_file = 0.0, 0
+        groups[-1].append(part)
+        out["file"][e], out["from"][e] = len(groups) - 1, frames_in_file / fps
+        used_mb, frames_in_file = used_mb + size_mb, frames_in_file + b - a
+        out["to"][e] = frames_in_file / fps
+    for counter, parts in enumerate(groups):
+        chunk, file = chunk_and_file(counter)
+        video = folder / VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file)
+        video.parent.mkdir(parents=True, exist_ok=True)
+        if len(parts) == 1:
+            parts[0].rename(video)
+        else:
+            concat_videos(parts, video)
+    shutil.rmtree(parts_dir)
+    return out
 
 
 def _histogram_quantiles(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> dict[str, np.ndarray]:
@@ -155,10 +212,16 @@ def export_lerobot(
     obs_key: str = "observation.state",
     action_key: str = "action",
     image_key: str = "observation.image",
+    data_file_mb: float = DATA_FILES_SIZE_IN_MB,
+    video_file_mb: float = VIDEO_FILES_SIZE_IN_MB,
 ) -> Path:
-    """Write `data` as a LeRobotDataset v3.0 folder at `out`, one video per camera: the camera
-    "image" as `image_key`, any other camera <name> as "observation.images.<name>" (LeRobot's
-    multi-camera naming); an env_state as "observation.environment_state"."""
+    """Write `data` as a LeRobotDataset v3.0 folder at `out`: the camera "image" as `image_key`,
+    any other camera <name> as "observation.images.<name>" (LeRobot's multi-camera naming); an
+    env_state as "observation.environment_state". Data and video files are split at
+    `data_file_mb` / `video_file_mb` (LeRobot's defaults; info.json records them)."""
+    for name, limit in (("data_file_mb", data_file_mb), ("video_file_mb", video_file_mb)):
+        if not limit > 0:
+            raise ValueError(f"export_lerobot: {name} must be > 0, got {limit}")
     pa = optional("pyarrow", "lerobot")
     pq = optional("pyarrow.parquet", "lerobot")
     final = Path(out)
@@ -187,9 +250,15 @@ def export_lerobot(
                 key: pa.array(values[:, 0]) if key in scalars else _vector(pa, values)
                 for key, values in numeric.items()
             }
-            data_file = tmp / DATA_PATH.format(chunk_index=0, file_index=0)
-            data_file.parent.mkdir(parents=True)
-            pq.write_table(pa.table(columns), data_file)
+            row_bytes = sum(values.dtype.itemsize * values.shape[1] for values in numeric.values())
+            data_files = data_file_groups(row_bytes, lengths, data_file_mb)
+            table = pa.table(columns)
+            for counter in range(int(data_files[-1]) + 1):
+                chunk, file = chunk_and_file(counter)
+                data_file = tmp / DATA_PATH.format(chunk_index=chunk, file_index=file)
+                data_file.parent.mkdir(parents=True, exist_ok=True)
+                first, last = np.flatnonzero(data_files == counter)[[0, -1]]
+                pq.write_table(table.slice(starts[first], ends[last] - starts[first]), data_file)
             scalar = {"shape": [1], "names": None}
             features: dict[str, Any] = {
                 obs_key: {"dtype": "float32", "shape": [data.obs.shape[1]], "names": None},
@@ -214,19 +283,16 @@ def export_lerobot(
                 "episode_index": pa.array(np.arange(data.num_episodes, dtype=np.int64)),
                 "tasks": pa.array([[task]] * data.num_episodes, pa.list_(pa.string())),
                 "length": pa.array(lengths.astype(np.int64)),
-                "data/chunk_index": pa.array(np.zeros(data.num_episodes, np.int64)),
-                "data/file_index": pa.array(np.zeros(data.num_episodes, np.int64)),
+                "data/chunk_index": pa.array(chunk_and_file(data_files)[0]),
+                "data/file_index": pa.array(chunk_and_file(data_files)[1]),
                 "dataset_from_index": pa.array(starts.astype(np.int64)),
                 "dataset_to_index": pa.array(ends.astype(np.int64)),
                 "meta/episodes/chunk_index": pa.array(np.zeros(data.num_episodes, np.int64)),
                 "meta/episodes/file_index": pa.array(np.zeros(data.num_episodes, np.int64)),
             }
-            if data.images:  # PyAV only when there is a camera to write
-                from vqbet.data.formats.video import write_video
             for camera, frames in data.images.items():
                 key = image_key if camera == "image" else f"observation.images.{camera}"
-                video = tmp / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)
-                write_video(video, (np.asarray(frames[i]) for i in range(n)), fps)
+                videos = _write_camera(tmp, key, frames, starts, ends, fps, video_file_mb)
                 h, w = frames.shape[1:3]
                 features[key] = {
                     "dtype": "video",
@@ -236,10 +302,10 @@ def export_lerobot(
                 }
                 episode_stats[key] = [_camera_stats(frames, a, b) for a, b in zip(starts, ends, strict=True)]
                 prefix = f"videos/{key}/"
-                episodes[prefix + "chunk_index"] = pa.array(np.zeros(data.num_episodes, np.int64))
-                episodes[prefix + "file_index"] = pa.array(np.zeros(data.num_episodes, np.int64))
-                episodes[prefix + "from_timestamp"] = pa.array(starts / fps)
-                episodes[prefix + "to_timestamp"] = pa.array(ends / fps)
+                episodes[prefix + "chunk_index"] = pa.array(chunk_and_file(videos["file"])[0])
+                episodes[prefix + "file_index"] = pa.array(chunk_and_file(videos["file"])[1])
+                episodes[prefix + "from_timestamp"] = pa.array(videos["from"])
+                episodes[prefix + "to_timestamp"] = pa.array(videos["to"])
             stats = {}
             for key, per_episode in episode_stats.items():  # columns stats/<feature>/<stat>
                 for stat in per_episode[0]:
@@ -256,8 +322,8 @@ def export_lerobot(
                 "total_frames": n,
                 "total_tasks": 1,
                 "chunks_size": CHUNKS_SIZE,
-                "data_files_size_in_mb": DATA_FILES_SIZE_IN_MB,
-                "video_files_size_in_mb": VIDEO_FILES_SIZE_IN_MB,
+                "data_files_size_in_mb": data_file_mb,
+                "video_files_size_in_mb": video_file_mb,
                 "fps": fps,
                 "splits": {"train": f"0:{data.num_episodes}"},
                 "data_path": DATA_PATH,

@@ -47,10 +47,22 @@ def frame_size(path: str | os.PathLike) -> tuple[int, int]:
         return int(stream.height), int(stream.width)
 
 
+ENCODING = {"codec": "libx264", "pix_fmt": "yuv444p", "options": {"crf": "0"}}
+"""How vqbet writes camera videos: lossless H.264 in 4:4:4 YUV (one key frame a second), for
+fidelity: frames come back within 2/255 (the RGB <-> YUV rounding), at about the size of LeRobot's
+default AV1 at crf 30, which is off by up to 250/255 (benchmarks/bench_video.py, docs/data.md)."""
+
+
 def write_video(
-    path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int, codec: str = "libx264"
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: int,
+    codec: str = ENCODING["codec"],
+    pix_fmt: str = ENCODING["pix_fmt"],
+    options: dict[str, str] | None = None,
 ) -> Path:
-    """Encode RGB frames (H, W, 3) uint8 into an mp4 (H.264 at high quality, one key frame a second)."""
+    """Encode RGB frames (H, W, 3) uint8 into an mp4: by default `ENCODING`, a key frame every
+    `fps` frames (`options` replace the codec options, e.g. {"crf": "30", "g": "2"})."""
     av = optional("av", "lerobot")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,8 +72,9 @@ def write_video(
             if stream is None:
                 stream = container.add_stream(codec, rate=fps)
                 stream.height, stream.width = image.shape[:2]
-                stream.pix_fmt = "yuv444p" if codec == "libx264" else "yuv420p"
-                stream.options = {"crf": "10", "g": str(fps)} if codec == "libx264" else {}
+                stream.pix_fmt = pix_fmt
+                default = {**ENCODING["options"], "g": str(fps)} if codec == ENCODING["codec"] else {}
+                stream.options = dict(default if options is None else options)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts, frame.time_base = index, Fraction(1, fps)
             for packet in stream.encode(frame):
@@ -70,3 +83,28 @@ def write_video(
             for packet in stream.encode():
                 container.mux(packet)
     return path
+
+
+def concat_videos(parts: list[Path], out: str | os.PathLike) -> Path:
+    """Join mp4s of the same encoding into `out` without re-encoding (ffmpeg's concat demuxer,
+    packets copied, timestamps continued), as LeRobot joins its episodes' videos."""
+    av = optional("av", "lerobot")
+    out = Path(out)
+    listing = out.with_name(out.name + ".ffconcat")
+    listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{Path(p).resolve()}'\n" for p in parts))
+    try:
+        with (
+            av.open(str(listing), mode="r", format="concat", options={"safe": "0"}) as source,
+            av.open(str(out), mode="w") as target,
+        ):
+            video = source.streams.video[0]
+            stream = target.add_stream_from_template(template=video, opaque=True)
+            stream.time_base = video.time_base
+            for packet in source.demux(video):
+                if packet.dts is None:  # the demuxer's flush packet
+                    continue
+                packet.stream = stream
+                target.mux(packet)
+    finally:
+        listing.unlink(missing_ok=True)
+    return out

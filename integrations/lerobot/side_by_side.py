@@ -1,0 +1,209 @@
+"""Score LeRobot checkpoints on vqbet's tasks the way vqbet scores its own: success with its 95%
+interval, the sub-goal completion orders and their entropy, acting time at batch 1, training
+samples/s. Run with LeRobot's Python, with both plug-ins installed (docs/lerobot.md):
+
+    python integrations/lerobot/side_by_side.py evaluate <pretrained_model> --env-type vqbetlib_multireach \
+        --env obs_type=pixels_state observation_width=32 observation_height=32 \
+        --episodes 100 --first-seed 1000000 --train-log <lerobot-train's log> --out <name>.json
+    python integrations/lerobot/side_by_side.py table <name>.json [<name>.json ...]
+
+`evaluate` runs LeRobot's own processing (preprocess_observation, the env and policy processors)
+and the policy's `select_action` over `lerobot.envs.make_env` vector envs, as `lerobot-eval` does,
+and keeps from each finished episode's info what `eval_info.json` drops: `order`. Episode i is
+seeded `first_seed + i`. Acting time: the mean over 200 steps of one env of the processors plus
+`select_action` (replanning steps included), after 20 warm-up steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np
+import torch
+
+from vqbet.evaluation.metrics import order_entropy, wilson_interval
+
+SAMPLES_PER_S = re.compile(r"smp/s:([0-9.]+)")
+
+
+def _load(path: Path, env_type: str, env_options: dict[str, str], n_envs: int) -> tuple[Any, ...]:
+    """(vector env, policy, env preprocessor, env postprocessor, preprocessor, postprocessor)."""
+    from lerobot.configs import PreTrainedConfig
+    from lerobot.envs import make_env, make_env_config, make_env_pre_post_processors
+    from lerobot.policies.factory import make_policy, make_pre_post_processors
+    from lerobot.utils.import_utils import register_third_party_plugins
+
+    register_third_party_plugins()
+    env_cfg = make_env_config(env_type, **{k: _value(v) for k, v in env_options.items()})
+    policy_cfg = PreTrainedConfig.from_pretrained(path)
+    policy_cfg.pretrained_path = path
+    policy_cfg.device = "cpu"
+    envs = make_env(env_cfg, n_envs=n_envs)
+    env = next(iter(next(iter(envs.values())).values()))
+    policy = make_policy(policy_cfg, env_cfg=env_cfg)
+    pre, post = make_pre_post_processors(policy_cfg, pretrained_path=str(path))
+    env_pre, env_post = make_env_pre_post_processors(env_cfg=env_cfg, policy_cfg=policy_cfg)
+    return env, policy.eval(), env_pre, env_post, pre, post
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _act(
+    env: Any, policy: Any, env_pre: Any, env_post: Any, pre: Any, post: Any, observation: Any
+) -> np.ndarray:
+    """Actions (n_envs, A) for a vector env's observation, through LeRobot's processing."""
+    from lerobot.envs.utils import preprocess_observation
+
+    batch = preprocess_observation(observation)
+    try:
+        batch["task"] = list(env.call("task_description"))
+    except (AttributeError, NotImplementedError):
+        batch["task"] = [""] * env.num_envs
+    batch = pre(env_pre(batch))
+    with torch.inference_mode():
+        action = post(policy.select_action(batch))
+    return env_post({"action": action})["action"].to("cpu").numpy()
+
+
+def _finished(info: dict[str, Any], key: str, i: int) -> Any:
+    """Env i's `key` at the step its episode ended (vector envs move it to "final_info")."""
+    source = info.get("final_info", info)
+    return source[key][i]
+
+
+def rollouts(env: Any, parts: tuple, episodes: int, first_seed: int) -> list[dict[str, Any]]:
+    """One episode per env per round, seeded first_seed + i, until `episodes` have ended; `parts`:
+    (policy, env preprocessor, env postprocessor, preprocessor, postprocessor)."""
+    policy = parts[0]
+    out: list[dict[str, Any]] = []
+    n = env.num_envs
+    while len(out) < episodes:
+        seeds = [first_seed + len(out) + i for i in range(n)]
+        policy.reset()
+        observation, _ = env.reset(seed=seeds)
+        done = np.zeros(n, dtype=bool)
+        ended: list[dict[str, Any] | None] = [None] * n
+        while not done.all():
+            action = _act(env, *parts, observation)
+            observation, _, terminated, truncated, info = env.step(action)
+            for i in np.flatnonzero((terminated | truncated) & ~done):
+                order = _finished(info, "order", i)
+                ended[i] = {
+                    "seed": seeds[i],
+                    "success": bool(_finished(info, "is_success", i)),
+                    "order": [int(x) for x in order],
+                }
+            done |= terminated | truncated
+        out.extend(e for e in ended if e is not None)
+    return out[:episodes]
+
+
+def acting_ms(env: Any, parts: tuple, steps: int = 200, warmup: int = 20) -> float:
+    """Mean ms per step of one env's processors + select_action (not the simulator)."""
+    parts[0].reset()
+    observation, _ = env.reset(seed=0)
+    total = 0.0
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        action = _act(env, *parts, observation)
+        if step >= warmup:
+            total += time.perf_counter() - start
+        observation, _, terminated, truncated, _ = env.step(action)
+        if terminated.any() or truncated.any():
+            parts[0].reset()
+    return 1000 * total / steps
+
+
+def samples_per_s(log: Path) -> float | None:
+    """The median of lerobot-train's logged samples/s over the second half of the run."""
+    rates = [float(x) for x in SAMPLES_PER_S.findall(log.read_text(errors="replace"))]
+    return float(np.median(rates[len(rates) // 2 :])) if rates else None
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    options = dict(item.split("=", 1) for item in args.env)
+    env, *parts = _load(args.checkpoint, args.env_type, options, args.batch)
+    episodes = rollouts(env, tuple(parts), args.episodes, args.first_seed)
+    env.close()
+    one, *parts_one = _load(args.checkpoint, args.env_type, options, 1)
+    ms = acting_ms(one, tuple(parts_one))
+    one.close()
+    wins = sum(e["success"] for e in episodes)
+    low, high = wilson_interval(wins, len(episodes))
+    orders = [tuple(e["order"]) for e in episodes if e["success"]]
+    return {
+        "checkpoint": str(args.checkpoint),
+        "policy": json.loads((args.checkpoint / "config.json").read_text())["type"],
+        "env_type": args.env_type,
+        "env": options,
+        "episodes": episodes,
+        "success": wins / len(episodes),
+        "success_interval": [low, high],
+        "orders": len(set(orders)),
+        "order_entropy": order_entropy(orders) if orders else 0.0,
+        "acting_ms_batch1": ms,
+        "train_samples_per_s": samples_per_s(args.train_log) if args.train_log else None,
+        "label": args.label or args.checkpoint.parent.parent.parent.name,
+    }
+
+
+def table(files: list[Path]) -> str:
+    rows = [
+        "| policy | success (95% CI) | orders | order entropy | acting ms, batch 1 | training samples/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for file in files:
+        r = json.loads(file.read_text())
+        low, high = r["success_interval"]
+        rate = "-" if r["train_samples_per_s"] is None else f"{r['train_samples_per_s']:.0f}"
+        rows.append(
+            f"| {r['label']} | {r['success']:.2f} ({low:.2f}-{high:.2f}) | {r['orders']} | "
+            f"{r['order_entropy']:.3f} | {r['acting_ms_batch1']:.2f} | {rate} |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    ev = sub.add_parser("evaluate")
+    ev.add_argument("checkpoint", type=Path, help="a pretrained_model folder lerobot-train saved")
+    ev.add_argument("--env-type", required=True)
+    ev.add_argument("--env", nargs="*", default=[], help="env options key=value (LeRobot's --env.<key>)")
+    ev.add_argument("--episodes", type=int, default=100)
+    ev.add_argument("--first-seed", type=int, default=1_000_000)
+    ev.add_argument("--batch", type=int, default=50, help="envs stepped together")
+    ev.add_argument("--threads", type=int, default=2)
+    ev.add_argument("--train-log", type=Path, help="lerobot-train's output, for samples/s")
+    ev.add_argument("--label", default="")
+    ev.add_argument("--out", type=Path, required=True)
+    tb = sub.add_parser("table")
+    tb.add_argument("files", type=Path, nargs="+")
+    args = parser.parse_args()
+    if args.command == "table":
+        print(table(args.files))
+        return 0
+    result = evaluate(args)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(table([args.out]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
