@@ -37,8 +37,8 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "state": export_lerobot(synthetic(), root / "state", fps=10),
         "cameras": export_lerobot(synthetic(("top", "wrist")), root / "cameras", fps=10),
-        # about two episodes a data file and three a video file: LeRobot's file splitting, in small
+        # about two episodes a data file and two a video file: LeRobot's file splitting, in small
         "split": export_lerobot(
-            synthetic(("top",), seed=1), root / "split", fps=10, data_file_mb=0.0025, video_file_mb=0.01
+            synthetic(("top",), seed=1), root / "split", fps=10, data_file_mb=0.0025, video_file_mb=0.025
         ),
     }

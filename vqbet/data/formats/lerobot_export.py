@@ -41,6 +41,23 @@ QUANTILE_BINS = 5000
 CHUNKS_SIZE, DATA_FILES_SIZE_IN_MB, VIDEO_FILES_SIZE_IN_MB = 1000, 100, 200
 
 
+def lerobot_video_info(fps: int) -> dict[str, Any]:
+    """A camera feature's `info` as LeRobot reads it back into an encoder config: LeRobot's tools
+    re-encode the videos they cut (delete_episodes) with these settings, so they stay lossless and
+    without B-frames rather than taking LeRobot's defaults (g 2, crf 30)."""
+    from vqbet.data.formats.video import ENCODING
+
+    options = {k: v for k, v in ENCODING["options"].items() if k != "crf"}
+    return {
+        "video.fps": fps,
+        "video.codec": "h264",
+        "video.pix_fmt": ENCODING["pix_fmt"],
+        "video.g": fps,
+        "video.crf": int(ENCODING["options"]["crf"]),
+        "video.extra_options": options,
+    }
+
+
 def chunk_and_file(counter: np.ndarray | int) -> tuple[Any, Any]:
     """(chunk_index, file_index) of the counter-th file, LeRobot's numbering."""
     return np.divmod(counter, CHUNKS_SIZE)
@@ -298,7 +315,7 @@ def export_lerobot(
                     "dtype": "video",
                     "shape": [h, w, 3],
                     "names": ["height", "width", "channels"],
-                    "info": {"video.fps": fps, "video.codec": "h264", "video.pix_fmt": "yuv444p"},
+                    "info": lerobot_video_info(fps),
                 }
                 episode_stats[key] = [_camera_stats(frames, a, b) for a, b in zip(starts, ends, strict=True)]
                 prefix = f"videos/{key}/"

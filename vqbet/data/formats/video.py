@@ -47,10 +47,12 @@ def frame_size(path: str | os.PathLike) -> tuple[int, int]:
         return int(stream.height), int(stream.width)
 
 
-ENCODING = {"codec": "libx264", "pix_fmt": "yuv444p", "options": {"crf": "0"}}
+ENCODING = {"codec": "libx264", "pix_fmt": "yuv444p", "options": {"crf": "0", "bf": "0"}}
 """How vqbet writes camera videos: lossless H.264 in 4:4:4 YUV (one key frame a second), for
 fidelity: frames come back within 2/255 (the RGB <-> YUV rounding), at about the size of LeRobot's
-default AV1 at crf 30, which is off by up to 250/255 (benchmarks/bench_video.py, docs/data.md)."""
+default AV1 at crf 30, which is off by up to 250/255 (benchmarks/bench_video.py, docs/data.md). No
+B-frames: decoding order is display order, so files join (LeRobot's concat) without timestamp
+clashes."""
 
 
 def write_video(
