@@ -20,6 +20,7 @@ import numpy as np
 from vqbet.data.episodes import EpisodeData
 from vqbet.data.formats.common import optional
 from vqbet.data.formats.lerobot import ENV_STATE_KEY
+from vqbet.data.formats.video import ENCODING, concat_videos, write_video  # PyAV loads on first use
 from vqbet.io.atomic import clean_stale, replace_folder, temp_prefix
 from vqbet.io.full_disk import naming_full_disk
 
@@ -45,8 +46,6 @@ def lerobot_video_info(fps: int) -> dict[str, Any]:
     """A camera feature's `info` as LeRobot reads it back into an encoder config: LeRobot's tools
     re-encode the videos they cut (delete_episodes) with these settings, so they stay lossless and
     without B-frames rather than taking LeRobot's defaults (g 2, crf 30)."""
-    from vqbet.data.formats.video import ENCODING
-
     options = {k: v for k, v in ENCODING["options"].items() if k != "crf"}
     return {
         "video.fps": fps,
@@ -83,8 +82,6 @@ def _write_camera(
     """Encode camera `key`'s episodes one mp4 each, then join them into files as LeRobot does
     (a new file where the next episode would take the current one to `limit_mb`): each episode's
     file counter and its from/to timestamps within that file."""
-    from vqbet.data.formats.video import concat_videos, write_video
-
     parts_dir = folder / "videos" / f".{key}.episodes"
     count = len(starts)
     out = {"file": np.zeros(count, np.int64), "from": np.zeros(count), "to": np.zeros(count)}
