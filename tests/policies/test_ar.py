@@ -58,6 +58,16 @@ def test_the_key_value_cache_gives_the_full_pass_token_by_token():
     torch.testing.assert_close(torch.cat(parts, dim=1), gpt(x), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="positions up to 10 exceed block_size 9"):
         gpt.forward_cached(x[:, :1], cache, 9)
+    # The lean one-token step: the same features from a prefill, and the same keys and values.
+    lean = gpt.new_cache(3, x.device, x.dtype)
+    steps = [gpt.forward_cached(x[:, :4], lean, 0)] + [
+        gpt.decode(x[:, i], lean, i)[:, None] for i in range(4, 9)
+    ]
+    torch.testing.assert_close(torch.cat(steps, dim=1), gpt(x), rtol=1e-5, atol=1e-6)
+    for ours, theirs in zip(lean, cache, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="position 9 exceeds block_size 9"):
+        gpt.decode(x[:, 0], lean, 9)
 
 
 @pytest.mark.parametrize("tokenizer", sorted(TOKENIZERS))
@@ -97,6 +107,27 @@ def test_fast_targets_end_with_the_end_token_and_ignore_the_rest():
     for row, n in enumerate(lengths.tolist()):
         assert targets[row, :n].tolist() == tokens[row, :n].tolist()
         assert targets[row, n] == policy.vocab and (targets[row, n + 1 :] == -100).all()
+
+
+def test_fast_training_stops_each_batch_at_its_longest_sequence_with_the_same_loss():
+    policy, windows, _ = trained("fast", steps=1)
+    policy.eval()  # no dropout: the two passes must agree exactly
+    batch = torch.utils.data.default_collate([windows[i] for i in range(0, 64, 2)])
+    loss, metrics = policy(batch)
+    # The whole maximum length, as without the cut: same loss and accuracy.
+    obs, action = policy.check_batch(batch)
+    observed = policy.observe(obs)
+    targets = policy._targets(action[:, -1])  # absolute actions in these tests' policies
+    lengths = (targets != -100).sum(dim=1)
+    assert lengths.max() < policy.steps  # the batch is shorter than the maximum: a cut happened
+    inputs = torch.cat([torch.full_like(targets[:, :1], policy.vocab + 1), targets[:, :-1]], dim=1)
+    inputs = inputs.masked_fill(inputs == -100, policy.vocab)
+    sequence = torch.cat([policy.obs_embed(observed), policy.token_embed(inputs)], dim=1)
+    logits = policy.head(policy.gpt(sequence)[:, -policy.steps :])
+    full = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+    torch.testing.assert_close(loss, full, rtol=1e-5, atol=1e-6)
+    right = ((logits.argmax(-1) == targets) & (targets != -100)).sum() / lengths.sum()
+    assert metrics["token_accuracy"] == pytest.approx(right.item(), abs=1e-6)
 
 
 def test_invalid_fast_sequences_are_drawn_again_then_fall_back_and_are_counted(monkeypatch):

@@ -58,21 +58,31 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(b, t, c)
         return self.resid_drop(self.proj(y))
 
-    def forward_cached(self, x: Tensor, cache: tuple[Tensor, Tensor], start: int) -> Tensor:
-        """x (B, t, C), the tokens at positions start .. start + t - 1 -> (B, t, C); `cache` (keys,
-        values), each (B, nh, block_size, hs), holds positions < start and gets these written in.
-        Autoregressive decoding then runs each new token alone against the cached prefix."""
+    def forward_cached(self, x: Tensor, cache: Tensor, start: int) -> Tensor:
+        """x (B, t, C), the tokens at positions start .. start + t - 1 -> (B, t, C); `cache` (B, 2,
+        nh, block_size, hs), keys then values, holds positions < start and gets these written in.
+        Autoregressive decoding then runs each new token alone against the cached prefix (`decode`)."""
         b, t, c = x.shape
-        q, k, v = self.qkv(x).split(c, dim=2)
-        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
-        keys, values = cache
-        keys[:, :, start : start + t] = k
-        values[:, :, start : start + t] = v
+        hs = c // self.n_head
+        qkv = self.qkv(x)
+        cache[:, :, :, start : start + t] = qkv[..., c:].view(b, t, 2, self.n_head, hs).permute(0, 2, 3, 1, 4)
+        q = qkv[..., :c].view(b, t, self.n_head, hs).transpose(1, 2)
         end = start + t
         # New query i sees cached keys < start and new keys <= i: a causal mask offset by start.
         mask = None if t == 1 else torch.ones(t, end, dtype=torch.bool, device=x.device).tril(start)
-        y = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask)
+        y = F.scaled_dot_product_attention(q, cache[:, 0, :, :end], cache[:, 1, :, :end], attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+    def decode(self, x: Tensor, cache: Tensor, pos: int) -> Tensor:
+        """`forward_cached` for one token per row, x (B, C) at position `pos` -> (B, C), eval mode:
+        functional calls on the layers' weights, since at batch 1 a decoding step is ~45 small
+        operations and the module calls, splits and transposes around them cost as much as they do."""
+        b, c = x.shape
+        qkv = F.linear(x, self.qkv.weight, self.qkv.bias)
+        cache[:, :, :, pos] = qkv[:, c:].view(b, 2, self.n_head, c // self.n_head)
+        q = qkv[:, :c].view(b, self.n_head, 1, c // self.n_head)
+        y = F.scaled_dot_product_attention(q, cache[:, 0, :, : pos + 1], cache[:, 1, :, : pos + 1])
+        return F.linear(y.view(b, c), self.proj.weight, self.proj.bias)
 
     def _explicit_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Causal attention (B, nh, T, hs) x3 -> (B, nh, T, hs) as bmm, softmax, bmm. For training on
@@ -113,9 +123,16 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(n_embd)
         self.mlp = MLP(n_embd, dropout)
 
-    def forward_cached(self, x: Tensor, cache: tuple[Tensor, Tensor], start: int) -> Tensor:
+    def forward_cached(self, x: Tensor, cache: Tensor, start: int) -> Tensor:
         x = x + self.attn.forward_cached(self.ln_1(x), cache, start)
         return x + self.mlp(self.ln_2(x))
+
+    def decode(self, x: Tensor, cache: Tensor, pos: int) -> Tensor:
+        """x (B, C), one token per row at position `pos` -> (B, C) (see `CausalSelfAttention.decode`)."""
+        ln_1, ln_2, fc, proj = self.ln_1, self.ln_2, self.mlp.fc, self.mlp.proj
+        x = x + self.attn.decode(F.layer_norm(x, ln_1.normalized_shape, ln_1.weight, ln_1.bias), cache, pos)
+        h = F.layer_norm(x, ln_2.normalized_shape, ln_2.weight, ln_2.bias)
+        return x + F.linear(F.gelu(F.linear(h, fc.weight, fc.bias)), proj.weight, proj.bias)
 
     def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
         y = self.attn(self.ln_1(x), last_only)
@@ -158,21 +175,17 @@ class GPT(nn.Module):
             x = block(x, last_only and i == len(self.blocks) - 1)
         return self.ln_f(x)
 
-    def new_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
-        """Empty key and value buffers for `forward_cached`: per block, 2 x (B, nh, block_size, hs)."""
+    def new_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[Tensor]:
+        """Empty key and value buffers for `forward_cached` and `decode`: per block, one
+        (B, 2, nh, block_size, hs) tensor, keys then values (one copy writes both)."""
         out = []
         for block in self.blocks:
             nh = block.attn.n_head
-            shape = (batch, nh, self.block_size, self.pos.shape[-1] // nh)
-            out.append(
-                (
-                    torch.zeros(shape, device=device, dtype=dtype),
-                    torch.zeros(shape, device=device, dtype=dtype),
-                )
-            )
+            shape = (batch, 2, nh, self.block_size, self.pos.shape[-1] // nh)
+            out.append(torch.zeros(shape, device=device, dtype=dtype))
         return out
 
-    def forward_cached(self, tokens: Tensor, cache: list[tuple[Tensor, Tensor]], start: int) -> Tensor:
+    def forward_cached(self, tokens: Tensor, cache: list[Tensor], start: int) -> Tensor:
         """tokens (B, t, C) at positions start .. start + t - 1 -> features (B, t, C), with the keys
         and values of earlier positions read from `cache` (`new_cache`) and these written to it. In
         eval mode, equal to the matching positions of `forward` on the whole sequence."""
@@ -183,3 +196,15 @@ class GPT(nn.Module):
         for block, layer_cache in zip(self.blocks, cache, strict=True):
             x = block.forward_cached(x, layer_cache, start)
         return self.ln_f(x)
+
+    def decode(self, token: Tensor, cache: list[Tensor], pos: int) -> Tensor:
+        """One decoding step in eval mode: token embeddings (B, C) at position `pos` -> features
+        (B, C), equal to `forward_cached(token[:, None], cache, pos)[:, 0]` at a fraction of its
+        per-token overhead (what autoregressive acting at batch 1 is made of)."""
+        if pos >= self.block_size:
+            raise ValueError(f"GPT: position {pos} exceeds block_size {self.block_size}")
+        x = token + self.pos[0, pos]
+        for block, layer_cache in zip(self.blocks, cache, strict=True):
+            x = block.decode(x, layer_cache, pos)
+        ln_f = self.ln_f
+        return F.layer_norm(x, ln_f.normalized_shape, ln_f.weight, ln_f.bias)

@@ -6,8 +6,9 @@ token policies decode theirs. Over any tokenizer: fixed-length families (`rvq`, 
 Sequence: [o_1 .. o_To, BOS, y_1 .. y_n] through one causal transformer; the output at BOS
 predicts y_1, at y_i predicts y_{i+1} (teacher forcing in training: one pass, cross-entropy on
 every position; for FAST the end token is a target too and positions after it are ignored).
-Acting prefills the observations and BOS, then runs each new token alone against a key/value
-cache (`GPT.forward_cached`), sampling at `temperature` (0: greedy) within the `top_p` nucleus.
+Acting prefills the observations and BOS (`GPT.forward_cached`), then runs each new token alone
+against the key/value cache (`GPT.decode`), sampling at `temperature` (0: greedy) within the
+`top_p` nucleus.
 
 Invalid sequences. A fixed-length family decodes any code sequence. A FAST sequence that does not
 spell exactly T x A coefficients is invalid: its rows are drawn again, up to `resample` times
@@ -127,10 +128,15 @@ class ARPolicy(TokenizedPolicy):
         observed = self.observe(obs)
         with torch.no_grad():
             targets = self._targets(to_relative(action[:, -1], state[:, -1], c.action_relative_to))
+            if self.variable:
+                # Nothing is learnt past a row's end token, so the sequence stops at the batch's
+                # longest (most FAST chunks are far shorter than the longest it has seen); in a
+                # causal pass the positions kept see what they saw with the rest.
+                targets = targets[:, : int((targets != IGNORE).sum(dim=1).max())]
         inputs = torch.cat([torch.full_like(targets[:, :1], self.vocab + 1), targets[:, :-1]], dim=1)
         inputs = inputs.masked_fill(inputs == IGNORE, self.vocab)
         sequence = torch.cat([self.obs_embed(observed), self.token_embed(inputs)], dim=1)
-        logits = self.head(self.gpt(sequence)[:, -self.steps :])
+        logits = self.head(self.gpt(sequence)[:, -targets.shape[1] :])
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
         valid = targets != IGNORE
         right = (logits.argmax(-1) == targets) & valid
@@ -154,25 +160,28 @@ class ARPolicy(TokenizedPolicy):
         end = torch.full((b,), self.vocab, device=observed.device)
         done = torch.zeros(b, dtype=torch.bool, device=observed.device)
         tokens = []
-        ids = torch.arange(self.vocab + 1, device=h.device)
-        # A fitted vocabulary may be smaller than the embedding (FAST's BPE): never its unused ids.
-        allowed = (ids < self.tokenizer.vocab_size) | (ids == self.vocab)
+        # Which tokens may come is folded into the head's bias (-inf: never), so that each step's
+        # logits are one matmul: a fixed-length family never ends (the end token's row is left
+        # out); FAST never takes the unused ids of its fitted vocabulary, and after L tokens only
+        # the end token is left.
+        weight, bias = self.head.weight, self.head.bias
+        if self.variable:
+            ids = torch.arange(self.vocab + 1, device=h.device)
+            allowed = (ids < self.tokenizer.vocab_size) | (ids == self.vocab)
+            biases = (bias.masked_fill(~allowed, -torch.inf), bias.masked_fill(ids != self.vocab, -torch.inf))
+        else:
+            weight, bias = weight[: self.vocab], bias[: self.vocab]
         for i in range(self.steps):
-            logits = self.head(h)
-            if not self.variable:  # fixed length: never the end token
-                logits = logits[:, : self.vocab]
-            elif i < self.steps - 1:
-                logits = logits.masked_fill(~allowed, -torch.inf)
-            else:  # after L tokens only the end token is left
-                logits = logits.masked_fill(ids != self.vocab, -torch.inf)
-            token = sample_codes(logits, c.temperature, top_p=c.top_p)
+            if self.variable:
+                bias = biases[int(i == self.steps - 1)]
+            token = sample_codes(F.linear(h, weight, bias), c.temperature, top_p=c.top_p)
             if self.variable:
                 token = torch.where(done, end, token)
                 done = done | (token == self.vocab)
             tokens.append(token)
             if i == self.steps - 1 or (self.variable and bool(done.all())):
                 break
-            h = self.gpt.forward_cached(self.token_embed(token)[:, None], cache, c.obs_window + 1 + i)[:, 0]
+            h = self.gpt.decode(F.embedding(token, self.token_embed.weight), cache, c.obs_window + 1 + i)
         return torch.stack(tokens, dim=1)
 
     def _decode(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
