@@ -6,6 +6,9 @@ measured in the same run.
     python benchmarks/bench_token_policies.py datasets/kitchen_dart.hdf5 --obs-window 10 --chunk 10
     python benchmarks/bench_token_policies.py datasets/pusht.hdf5 --obs-window 5 --chunk 5 --steps 100
 
+`--ar-tokens-only` builds the autoregressive rows without their offset (one decoding step and the
+offset MLP fewer).
+
 Per row: tokens per chunk (the tokenizer's mean on the data; what the policy emitted when
 acting), training samples/s (batch 64), and the median ms of `predict_action_chunk` at batch 1
 (greedy), measured in alternating pairs with the reference row's (this VM's speed drifts).
@@ -42,9 +45,10 @@ ROWS = [("vqbet", t) for t in ("rvq", "fsq", "kmeans", "bins")] + [("ar", t) for
 
 
 def trained(
-    family: str, tokenizer: str, windows: TrajectoryWindows, steps: int, fit_steps: int
+    family: str, tokenizer: str, windows: TrajectoryWindows, steps: int, fit_steps: int, **extra: Any
 ) -> tuple[Policy, float]:
-    """A policy after phase 1 and `steps` phase-2 steps (batch 64, lr 1e-3), and its samples/s."""
+    """A policy (its config's defaults, then `extra` fields) after phase 1 and `steps` phase-2
+    steps (batch 64, lr 1e-3), and its samples/s."""
     torch.manual_seed(0)
     data = windows.data
     fields = dict(
@@ -53,6 +57,7 @@ def trained(
         obs_window=windows.obs_window,
         action_chunk=windows.action_chunk,
         temperature=0.0,
+        **extra,
     )
     policy = policy_class(family).build(fields, {"name": tokenizer, **TOKENIZERS[tokenizer]})
     policy.fit_statistics(windows, seed=0, tokenizer_fit=TokenizerFitConfig(steps=fit_steps), progress=False)
@@ -92,6 +97,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rows", nargs="*", default=None, help="family:tokenizer, e.g. ar:fast")
+    parser.add_argument(
+        "--ar-tokens-only", action="store_true", help="ar rows without their offset (offset=false)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset)
@@ -113,12 +121,19 @@ def main() -> None:
         policy, rate = (
             (reference, ref_rate)
             if (family, tokenizer) == ("vqbet", "rvq")
-            else trained(family, tokenizer, windows, args.steps, args.fit_steps)
+            else trained(
+                family,
+                tokenizer,
+                windows,
+                args.steps,
+                args.fit_steps,
+                **({"offset": False} if family == "ar" and args.ar_tokens_only else {}),
+            )
         )
         emitted = "-"
         if family == "ar":
             with torch.no_grad():
-                tokens = policy._sample(policy.observe(obs))
+                tokens = policy._sample(policy.observe(obs))[0]
             ended = tokens == policy.vocab  # FAST's end token (never emitted by fixed-length rows)
             lengths = torch.where(ended.any(1), ended.int().argmax(1), tokens.shape[1])
             emitted = f"{lengths.float().mean():.1f}"

@@ -70,13 +70,28 @@ def test_the_key_value_cache_gives_the_full_pass_token_by_token():
         gpt.decode(x[:, 0], lean, 9)
 
 
-@pytest.mark.parametrize("tokenizer", sorted(TOKENIZERS))
-def test_every_tokenizer_trains_and_greedy_acting_is_the_teacher_forced_argmax(tokenizer):
-    policy, windows, losses = trained(tokenizer, temperature=0.0)
+def teacher_forced(policy: ARPolicy, observed: torch.Tensor, targets: torch.Tensor):
+    """The full causal pass over [obs, BOS, targets] (targets (N, steps), -100 after an end token):
+    (token logits (N, steps, V + 1), the offset head's input: the output that predicts each row's
+    last token and that token's embedding (N, 2C))."""
+    inputs = torch.cat([torch.full_like(targets[:, :1], policy.vocab + 1), targets[:, :-1]], dim=1)
+    inputs = inputs.masked_fill(inputs == -100, policy.vocab)
+    sequence = torch.cat([policy.obs_embed(observed), policy.token_embed(inputs)], dim=1)
+    out = policy.gpt(sequence)[:, policy.config.obs_window :]
+    rows, final = torch.arange(len(out)), (targets != -100).sum(dim=1) - 1
+    last = torch.cat([out[rows, final], policy.token_embed(targets[rows, final])], dim=-1)
+    return policy.head(out), last
+
+
+@pytest.mark.parametrize(
+    "tokenizer, offset", [(name, True) for name in sorted(TOKENIZERS)] + [("rvq", False), ("fast", False)]
+)
+def test_every_tokenizer_trains_and_greedy_acting_is_the_teacher_forced_argmax(tokenizer, offset):
+    policy, windows, losses = trained(tokenizer, temperature=0.0, offset=offset)
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
     obs = torch.stack([windows[i]["obs"] for i in range(0, 40, 4)])
     observed = policy.observe(obs)
-    tokens = policy._sample(observed)  # greedy, one token at a time through the cache
+    tokens, last = policy._sample(observed)  # greedy, one token at a time through the cache
     targets = (
         tokens.clone()
         if tokens.shape[1] == policy.steps
@@ -84,18 +99,28 @@ def test_every_tokenizer_trains_and_greedy_acting_is_the_teacher_forced_argmax(t
             [tokens, tokens.new_full((len(tokens), policy.steps - tokens.shape[1]), policy.vocab)], dim=1
         )
     )
-    inputs = torch.cat([torch.full_like(targets[:, :1], policy.vocab + 1), targets[:, :-1]], dim=1)
-    sequence = torch.cat([policy.obs_embed(observed), policy.token_embed(inputs)], dim=1)
-    logits = policy.head(policy.gpt(sequence)[:, -policy.steps :])
+    if policy.variable:  # after each row's end token: no target
+        is_end = targets == policy.vocab
+        targets[is_end.int().cumsum(1) - is_end.int() > 0] = -100
+    logits, forced_last = teacher_forced(policy, observed, targets)
     if not policy.variable:
         logits = logits[..., : policy.vocab]
         assert torch.equal(logits.argmax(-1), tokens)
     else:  # up to and with each row's end token
-        ended = (tokens == policy.vocab).int().cumsum(1) - (tokens == policy.vocab).int() > 0
-        predicted = logits[:, : tokens.shape[1]].argmax(-1)
-        assert torch.equal(predicted[~ended], tokens[~ended])
+        kept = targets[:, : tokens.shape[1]] != -100
+        assert torch.equal(logits[:, : tokens.shape[1]].argmax(-1)[kept], tokens[kept])
     chunk = policy.predict_action_chunk(obs)
     assert chunk.shape == (len(obs), TA, 2) and chunk.isfinite().all()
+    if not offset:
+        assert last is None and policy.offset_head is None
+        return
+    # The offset is read where the full pass reads each row's last token, and corrects the chunk.
+    torch.testing.assert_close(last, forced_last, rtol=1e-4, atol=1e-5)
+    decoded = policy._decode(tokens, None)[0]
+    normalizer = policy.tokenizer.normalizer
+    offset = policy.offset_head(last).view(-1, TA, 2)
+    corrected = normalizer.unnormalize(normalizer.normalize(decoded) + offset)
+    torch.testing.assert_close(chunk, corrected, rtol=1e-4, atol=1e-5)
 
 
 def test_fast_targets_end_with_the_end_token_and_ignore_the_rest():
@@ -114,20 +139,41 @@ def test_fast_training_stops_each_batch_at_its_longest_sequence_with_the_same_lo
     policy.eval()  # no dropout: the two passes must agree exactly
     batch = torch.utils.data.default_collate([windows[i] for i in range(0, 64, 2)])
     loss, metrics = policy(batch)
-    # The whole maximum length, as without the cut: same loss and accuracy.
+    # The whole maximum length, as without the cut: the same token loss and accuracy; and the
+    # offset's L1 error against the chunk FAST's BPE decode gives (absolute actions here).
     obs, action = policy.check_batch(batch)
-    observed = policy.observe(obs)
-    targets = policy._targets(action[:, -1])  # absolute actions in these tests' policies
+    targets = policy._targets(action[:, -1])
     lengths = (targets != -100).sum(dim=1)
     assert lengths.max() < policy.steps  # the batch is shorter than the maximum: a cut happened
-    inputs = torch.cat([torch.full_like(targets[:, :1], policy.vocab + 1), targets[:, :-1]], dim=1)
-    inputs = inputs.masked_fill(inputs == -100, policy.vocab)
-    sequence = torch.cat([policy.obs_embed(observed), policy.token_embed(inputs)], dim=1)
-    logits = policy.head(policy.gpt(sequence)[:, -policy.steps :])
-    full = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
-    torch.testing.assert_close(loss, full, rtol=1e-5, atol=1e-6)
+    logits, last = teacher_forced(policy, policy.observe(obs), targets)
+    tokens = policy.check_batch(batch)[1][:, -1]
+    normalizer = policy.tokenizer.normalizer
+    decoded = normalizer.normalize(policy.tokenizer.decode(*policy.tokenizer.encode(tokens)))
+    offset_error = (decoded + policy.offset_head(last).view(-1, TA, 2) - normalizer.normalize(tokens)).abs()
+    mask = batch["action_mask"][:, -1, :, None] if "action_mask" in batch else 1.0
+    token_loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+    offset_loss = (offset_error * mask).sum() / offset_error.numel()
+    torch.testing.assert_close(loss, token_loss + policy.config.offset_loss_weight * offset_loss)
+    assert metrics["token_loss"] == pytest.approx(token_loss.item(), abs=1e-5)
+    assert metrics["offset_loss"] == pytest.approx(offset_loss.item(), abs=1e-5)
     right = ((logits.argmax(-1) == targets) & (targets != -100)).sum() / lengths.sum()
     assert metrics["token_accuracy"] == pytest.approx(right.item(), abs=1e-6)
+
+
+def test_the_offset_corrects_what_the_tokens_decode():
+    policy, windows, _ = trained("rvq", steps=120, temperature=0.0)
+    batch = torch.utils.data.default_collate([windows[i] for i in range(len(windows))])
+    obs, action = policy.check_batch(batch)
+    normalizer = policy.tokenizer.normalizer
+    target = normalizer.normalize(action[:, -1])
+    targets = policy._targets(action[:, -1])
+    with torch.no_grad():
+        last = teacher_forced(policy, policy.observe(obs), targets)[1]
+        decoded = policy.tokenizer.round_trip_normalized(target)
+        corrected = decoded + policy.offset_head(last).view_as(target)
+    # The true tokens' decode is a code's centre; the offset learnt from the sequence closes most
+    # of the rest of the way to the true chunk.
+    assert (corrected - target).abs().mean() < 0.3 * (decoded - target).abs().mean()
 
 
 def test_invalid_fast_sequences_are_drawn_again_then_fall_back_and_are_counted(monkeypatch):
@@ -135,8 +181,8 @@ def test_invalid_fast_sequences_are_drawn_again_then_fall_back_and_are_counted(m
     real = policy._decode
     draws = []
 
-    def every_other_invalid(tokens):
-        chunks = real(tokens)[0]
+    def every_other_invalid(tokens, last):
+        chunks = real(tokens, last)[0]
         draws.append(len(tokens))
         scripted = {1: [True, False, False, True], 2: [True, False]}  # rows 1, 2; then row 2 again
         return chunks, torch.tensor(scripted.get(len(draws), [False] * len(tokens)))
@@ -157,9 +203,8 @@ def test_invalid_fast_sequences_are_drawn_again_then_fall_back_and_are_counted(m
     obs = np.zeros((1, 2), np.float32)
     first = [policy.select_action(obs) for _ in range(2)]
     previous = policy._queue[0].clone()
-    monkeypatch.setattr(
-        policy, "_decode", lambda tokens: (real(tokens)[0], torch.zeros(len(tokens), dtype=torch.bool))
-    )
+    never_valid = lambda tokens, last: (real(tokens, last)[0], torch.zeros(len(tokens), dtype=torch.bool))  # noqa: E731
+    monkeypatch.setattr(policy, "_decode", never_valid)
     after = policy.select_action(obs)
     torch.testing.assert_close(after[0], previous[2])
     torch.testing.assert_close(policy._queue[0], previous[[2, 3, 3, 3]])

@@ -10,6 +10,14 @@ Acting prefills the observations and BOS (`GPT.forward_cached`), then runs each 
 against the key/value cache (`GPT.decode`), sampling at `temperature` (0: greedy) within the
 `top_p` nucleus.
 
+Offset (`offset`, on by default). Tokens alone act on the chunk their decode gives, which is only as
+fine as the tokenizer (a code's centre, a bin, FAST's rounded coefficients). As VQ-BeT corrects its
+decoded chunk, an MLP predicts a normalised offset added to it, from the transformer's output at
+the position that predicts the sequence's last token (it has read every token before it) and that
+last token's embedding (FAST: the end token, after every content token). So the offset costs no
+decoding step: as VQ-BeT's offset head sees the features and the codes' embeddings. Training adds
+its weighted L1 error against the true chunk to the token loss.
+
 Invalid sequences. A fixed-length family decodes any code sequence. A FAST sequence that does not
 spell exactly T x A coefficients is invalid: its rows are drawn again, up to `resample` times
 (when sampling); a row still invalid acts on the previous chunk's unplayed remainder (its last
@@ -33,6 +41,7 @@ from torch import Tensor, nn
 
 from vqbet.nn.gpt import GPT
 from vqbet.policies.acting import Observation, state_of, to_absolute, to_relative
+from vqbet.policies.base import masked_mean
 from vqbet.policies.registry import register_policy
 from vqbet.policies.tokenized import TokenizedPolicy, TransformerConfig
 from vqbet.policies.vqbet import sample_codes
@@ -52,6 +61,13 @@ class ARConfig(TransformerConfig):
     """Acting: sample within the smallest set of tokens whose probability reaches top_p (1: all)."""
     resample: int = 3
     """Acting: an invalid sequence (FAST) is drawn again up to this many times (when sampling)."""
+    offset: bool = True
+    """Predict a continuous offset that corrects the decoded chunk (as VQ-BeT's offset head) from
+    the transformer's output before the last token and that token; False: tokens alone."""
+    offset_hidden: int = 256
+    """Width of the offset head's two hidden layers."""
+    offset_loss_weight: float = 10.0
+    """Weight of the L1 offset loss (in the tokenizer's normalised action units)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,6 +78,11 @@ class ARConfig(TransformerConfig):
             raise ValueError(f"{name}: top_p must be in (0, 1], got {self.top_p!r}")
         if isinstance(self.resample, bool) or not isinstance(self.resample, int) or self.resample < 0:
             raise ValueError(f"{name}: resample must be an integer >= 0, got {self.resample!r}")
+        if not isinstance(self.offset, bool):
+            raise ValueError(f"{name}: offset must be true or false, got {self.offset!r}")
+        self.check_positive("offset_hidden")
+        if not self.offset_loss_weight >= 0:
+            raise ValueError(f"{name}: offset_loss_weight must be >= 0, got {self.offset_loss_weight!r}")
 
 
 @register_policy("ar")
@@ -90,6 +111,9 @@ class ARPolicy(TokenizedPolicy):
             dropout=c.dropout,
         )
         self.head = nn.Linear(c.n_embd, self.vocab + 1)
+        h, out = c.offset_hidden, c.action_chunk * c.action_dim
+        layers = [nn.Linear(2 * c.n_embd, h), nn.GELU(), nn.Linear(h, h), nn.GELU(), nn.Linear(h, out)]
+        self.offset_head = nn.Sequential(*layers) if c.offset else None
         self.reset_decode_stats()
 
     @property
@@ -121,37 +145,57 @@ class ARPolicy(TokenizedPolicy):
 
     # -- training ----------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
-        """Cross-entropy of every token of the last window step's chunk, teacher-forced."""
+        """Cross-entropy of every token of the last window step's chunk, teacher-forced, plus the
+        weighted L1 error of the offset-corrected chunk (with `offset`)."""
         c = self.config
         obs, action = self.check_batch(batch)
         state = state_of(obs)
         observed = self.observe(obs)
+        chunks = to_relative(action[:, -1], state[:, -1], c.action_relative_to)
         with torch.no_grad():
-            targets = self._targets(to_relative(action[:, -1], state[:, -1], c.action_relative_to))
+            targets = self._targets(chunks)
             if self.variable:
                 # Nothing is learnt past a row's end token, so the sequence stops at the batch's
                 # longest (most FAST chunks are far shorter than the longest it has seen); in a
                 # causal pass the positions kept see what they saw with the rest.
                 targets = targets[:, : int((targets != IGNORE).sum(dim=1).max())]
+        valid = targets != IGNORE
         inputs = torch.cat([torch.full_like(targets[:, :1], self.vocab + 1), targets[:, :-1]], dim=1)
         inputs = inputs.masked_fill(inputs == IGNORE, self.vocab)
         sequence = torch.cat([self.obs_embed(observed), self.token_embed(inputs)], dim=1)
-        logits = self.head(self.gpt(sequence)[:, -targets.shape[1] :])
+        out = self.gpt(sequence)[:, -targets.shape[1] :]  # outputs at BOS, y_1, ...
+        logits = self.head(out)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
-        valid = targets != IGNORE
         right = (logits.argmax(-1) == targets) & valid
         metrics = {
-            "loss": loss.item(),
+            "token_loss": loss.item(),
             "token_accuracy": (right.sum() / valid.sum()).item(),
             "sequence_accuracy": (right == valid).all(dim=1).float().mean().item(),
         }
+        if self.offset_head is not None:
+            # Where each row's last token (its end token where lengths vary) is predicted.
+            rows, final = torch.arange(len(out), device=out.device), valid.sum(dim=1) - 1
+            last = self._offset_input(out[rows, final], targets[rows, final])
+            target = self.tokenizer.normalizer.normalize(chunks)
+            corrected = self.tokenizer.round_trip_normalized(target) + self.offset_head(last).view_as(target)
+            mask = batch.get("action_mask")
+            offset_loss = masked_mean((corrected - target).abs(), None if mask is None else mask[:, -1])
+            loss = loss + c.offset_loss_weight * offset_loss
+            metrics["offset_loss"] = offset_loss.item()
+        metrics["loss"] = loss.item()
         return self.with_env_state_loss(loss, observed, batch, metrics), metrics
+
+    def _offset_input(self, h: Tensor, token: Tensor) -> Tensor:
+        """The offset head's input (B, 2C): the output h (B, C) that predicts a sequence's last
+        token, and that token (B,)'s embedding."""
+        return torch.cat([h, F.embedding(token, self.token_embed.weight)], dim=-1)
 
     # -- acting ------------------------------------------------------------------------------
     @torch.no_grad()
-    def _sample(self, observed: Tensor) -> Tensor:
-        """Observed steps (B, To, F) -> sampled tokens (B, n <= steps); FAST rows end with the
-        end token (and hold it once emitted)."""
+    def _sample(self, observed: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Observed steps (B, To, F) -> (sampled tokens (B, n <= steps), FAST rows ending with the
+        end token (and holding it once emitted); with `offset`, the offset head's input (B, 2C)
+        for each row's sequence, else None)."""
         c = self.config
         b = observed.shape[0]
         cache = self.gpt.new_cache(b, observed.device, observed.dtype)
@@ -159,6 +203,7 @@ class ARPolicy(TokenizedPolicy):
         h = self.gpt.forward_cached(torch.cat([self.obs_embed(observed), begin], dim=1), cache, 0)[:, -1]
         end = torch.full((b,), self.vocab, device=observed.device)
         done = torch.zeros(b, dtype=torch.bool, device=observed.device)
+        last = h.new_zeros(b, 2 * h.shape[-1]) if c.offset else None
         tokens = []
         # Which tokens may come is folded into the head's bias (-inf: never), so that each step's
         # logits are one matmul: a fixed-length family never ends (the end token's row is left
@@ -175,32 +220,44 @@ class ARPolicy(TokenizedPolicy):
             if self.variable:
                 bias = biases[int(i == self.steps - 1)]
             token = sample_codes(F.linear(h, weight, bias), c.temperature, top_p=c.top_p)
+            ended = torch.ones_like(done)
             if self.variable:
                 token = torch.where(done, end, token)
-                done = done | (token == self.vocab)
+                ended = ~done & (token == self.vocab)
+                done = done | ended
             tokens.append(token)
-            if i == self.steps - 1 or (self.variable and bool(done.all())):
+            stop = i == self.steps - 1 or (self.variable and bool(done.all()))
+            if last is not None and (self.variable or stop):
+                last = torch.where(ended[:, None], self._offset_input(h, token), last)
+            if stop:
                 break
             h = self.gpt.decode(F.embedding(token, self.token_embed.weight), cache, c.obs_window + 1 + i)
-        return torch.stack(tokens, dim=1)
+        return torch.stack(tokens, dim=1), last
 
-    def _decode(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        """Sampled tokens (B, n) -> (chunks (B, Ta, A) raw in the policy's frame, valid (B,))."""
+    def _decode(self, tokens: Tensor, last: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Sampled tokens (B, n) and `_sample`'s offset input (B, 2C) or None ->
+        (chunks (B, Ta, A) raw in the policy's frame, offset where there is one; valid (B,))."""
+        normalizer = self.tokenizer.normalizer
         if not self.variable:
             normalised = self.tokenizer.decode_normalized(tokens)
-            return self.tokenizer.normalizer.unnormalize(normalised), torch.ones_like(
-                tokens[:, 0], dtype=torch.bool
-            )
-        is_end = tokens == self.vocab
-        lengths = torch.where(is_end.any(dim=1), is_end.int().argmax(dim=1), tokens.shape[1])
-        padded = tokens.masked_fill(is_end, self.tokenizer.pad_id)
-        return self.tokenizer.decode_with_validity(padded, lengths)
+            valid = torch.ones_like(tokens[:, 0], dtype=torch.bool)
+        else:
+            is_end = tokens == self.vocab
+            lengths = torch.where(is_end.any(dim=1), is_end.int().argmax(dim=1), tokens.shape[1])
+            padded = tokens.masked_fill(is_end, self.tokenizer.pad_id)
+            chunks, valid = self.tokenizer.decode_with_validity(padded, lengths)
+            if last is None:
+                return chunks, valid
+            normalised = normalizer.normalize(chunks)
+        if last is not None:
+            normalised = normalised + self.offset_head(last).view_as(normalised)
+        return normalizer.unnormalize(normalised), valid
 
     def _predict_chunk(self, obs: Observation, goal: Tensor | None) -> Tensor:
         """Tokens sampled one at a time, decoded; invalid rows drawn again (see the module)."""
         obs = self._full_window(obs)
         observed = self.observe(obs)
-        chunks, valid = self._decode(self._sample(observed))
+        chunks, valid = self._decode(*self._sample(observed))
         if self.variable:  # (a fixed-length family decodes every sequence: nothing to count or redo)
             chunks, valid = self._resample_invalid(observed, chunks, valid)
             self.invalid_rows = ~valid  # the acting layer replaces these (ChunkActing)
@@ -216,7 +273,7 @@ class ARPolicy(TokenizedPolicy):
             if not len(bad):
                 break
             stats["resampled"] += len(bad)
-            again, ok = self._decode(self._sample(observed[bad]))
+            again, ok = self._decode(*self._sample(observed[bad]))
             chunks[bad], valid[bad] = again, ok
             stats["invalid"] += int((~ok).sum())
         return chunks, valid

@@ -174,6 +174,12 @@ class ChunkTokenizer(nn.Module):
         """Tokens (B, L) -> normalised chunks (B, T, A)."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def round_trip_normalized(self, chunks: Tensor) -> Tensor:
+        """Normalised chunks (B, T, A) -> the normalised chunks their tokens decode to (B, T, A):
+        what a policy's continuous offset corrects."""
+        return self.decode_normalized(self.encode_normalized(chunks))
+
     # -- raw units -----------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, actions: Tensor) -> Tensor:

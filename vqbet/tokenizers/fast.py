@@ -247,6 +247,14 @@ class FASTTokenizer(ChunkTokenizer):
     def decode_normalized(self, codes: Tensor) -> Tensor:
         raise NotImplementedError("FAST's tokens vary in length: use decode (tokens, lengths)")
 
+    @torch.no_grad()
+    def round_trip_normalized(self, chunks: Tensor) -> Tensor:
+        """`encode` then `decode` in normalised units, through the coefficient integers alone: BPE
+        merges symbols losslessly, so only the rounding (and the clamp to the fitted range) counts."""
+        self.check_fitted()
+        lowest, highest = (int(v) for v in self.int_range)
+        return self._chunks(self._integers(chunks).clamp(lowest, highest))
+
     # -- persistence ----------------------------------------------------------------------------
     def extra_files(self) -> dict[str, dict]:
         """The BPE vocabulary and merges, as Hugging Face tokenizers' JSON."""

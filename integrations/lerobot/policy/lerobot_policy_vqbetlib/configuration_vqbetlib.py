@@ -46,7 +46,7 @@ class VQBetLibConfig(PreTrainedConfig):
     ("observation.image" / "observation.images.<name>"); output "action"."""
 
     family: str = "vqbet"
-    """vqbet's policy family: "vqbet" (code heads + offset), "ar" (autoregressive tokens), "mlp"."""
+    """vqbet's policy family: "vqbet" (code heads + offset), "ar" (autoregressive tokens + offset), "mlp"."""
     tokenizer: str = "rvq"
     """The action tokenizer of "vqbet"/"ar": rvq, fsq, kmeans (BeT), bins, fast (ar only)."""
     n_obs_steps: int = 5
