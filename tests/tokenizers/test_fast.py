@@ -56,6 +56,13 @@ def test_tokens_round_trip_exactly_and_chunks_within_the_rounding_bound(fitted):
     assert bool(((decoded - x).abs() <= bound + 1e-5).all())
 
 
+def test_the_round_trip_without_bpe_is_the_one_through_the_tokens(fitted):
+    # Chunks beyond the fitted range too: their coefficients clamp as encode's symbols do.
+    x = torch.cat([chunks(100, seed=2), 3 * chunks(20, seed=3)])
+    expected = fitted.normalizer.normalize(fitted.decode(*fitted.encode(x)))
+    torch.testing.assert_close(fitted.round_trip_normalized(fitted.normalizer.normalize(x)), expected)
+
+
 def test_save_and_load_keep_the_vocabulary(fitted, tmp_path):
     folder = fitted.save_pretrained(tmp_path / "fast")
     loaded = load_tokenizer(folder)

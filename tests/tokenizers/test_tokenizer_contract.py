@@ -115,6 +115,14 @@ def test_decoded_tokens_encode_back_to_themselves(name):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+def test_the_round_trip_is_decode_of_encode_in_normalised_units(name):
+    tok = fitted(name)
+    x = chunks(32, seed=5)
+    expected = tok.normalizer.normalize(tok.decode(tok.encode(x)))
+    torch.testing.assert_close(tok.round_trip_normalized(tok.normalizer.normalize(x)), expected)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_save_and_load_are_bit_exact_through_load_tokenizer(name, tmp_path):
     tok = fitted(name)
     folder = tok.save_pretrained(tmp_path / "tok")
