@@ -240,3 +240,21 @@ def test_top_p_keeps_only_the_nucleus():
     counts = torch.bincount(sample_codes(logits, 1.0, top_p=0.8), minlength=4).float() / 20000
     torch.testing.assert_close(counts, torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=0.015, rtol=0)
     assert (sample_codes(logits, 1.0, top_p=0.4) == 0).all()
+
+
+def test_a_fast_policy_is_judged_offline_with_its_tokenizers_round_trip():
+    from vqbet.evaluation.offline import evaluate_offline
+
+    policy, windows, _ = trained("fast", steps=5, temperature=1.0)
+    metrics = evaluate_offline(policy, windows, samples=2)
+    # The reconstruction error through FAST's BPE tokens, computed here from encode and decode.
+    batch = torch.utils.data.default_collate([windows[i] for i in range(len(windows))])
+    chunk, mask = batch["action"][:, -1], batch["action_mask"][:, -1, :, None]
+    normalizer = policy.tokenizer.normalizer
+    error = normalizer.normalize(
+        policy.tokenizer.decode(*policy.tokenizer.encode(chunk))
+    ) - normalizer.normalize(chunk)
+    expected = (error.square() * mask).sum() / (mask.sum() * chunk.shape[-1])
+    assert metrics["reconstruction_mse"] == pytest.approx(expected.item(), rel=1e-4, abs=1e-9)
+    assert 0.0 <= metrics["first_token_accuracy"] <= 1.0 and "used_fraction/0" not in metrics
+    assert np.isfinite(metrics["greedy_mse"]) and metrics["windows"] == len(windows)

@@ -46,8 +46,9 @@ def evaluate_offline(
     - `best_of_<samples>_mse`: the closest of `samples` chunks sampled at the policy's temperature
       (equal to the greedy error for a deterministic policy);
     - `*_nmse`: the same divided by the demonstrations' per-dimension variance (scale-free);
-    - `code_accuracy/<layer>`, `loss`: as in training; `reconstruction_mse` (normalised units) and
-      codebook `used_fraction/<layer>`, `perplexity/<layer>` of the tokenizer on these chunks.
+    - the policy's training metrics (`loss`, `code_accuracy/<layer>`, `token_accuracy`, ...);
+      `reconstruction_mse` (normalised units) of the tokenizer on these chunks, and for a
+      fixed-length tokenizer its `used_fraction/<layer>`, `perplexity/<layer>`.
     """
     was_training = policy.training
     policy.eval()
@@ -92,11 +93,11 @@ def evaluate_offline(
                 state = state_of(batch["obs"])[:, -1]
                 chunk = to_relative(target, state, policy.config.action_relative_to)
                 normalised = tokenizer.normalizer.normalize(chunk)
-                batch_codes = tokenizer.encode_normalized(normalised)
-                recon = tokenizer.decode_normalized(batch_codes)
+                recon = tokenizer.round_trip_normalized(normalised)
                 se = ((recon - normalised).square() * mask).sum().item()
                 totals["recon_se"] = totals.get("recon_se", 0.0) + se
-                codes.append(batch_codes.cpu())
+                if not tokenizer.variable_length:  # usage per token position (FAST has none)
+                    codes.append(tokenizer.encode_normalized(normalised).cpu())
     finally:
         if temperature is not None:
             policy.config.temperature = temperature
@@ -115,7 +116,8 @@ def evaluate_offline(
     )
     out["greedy_nmse"] = out["greedy_mse"] / variance
     out[f"best_of_{samples}_nmse"] = out[f"best_of_{samples}_mse"] / variance
-    if codes:
+    if "recon_se" in totals:
         out["reconstruction_mse"] = totals["recon_se"] / per_value
+    if codes:
         out.update(_usage(torch.cat(codes), policy.tokenizer.codebook_size))
     return out

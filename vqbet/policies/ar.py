@@ -170,6 +170,8 @@ class ARPolicy(TokenizedPolicy):
         metrics = {
             "token_loss": loss.item(),
             "token_accuracy": (right.sum() / valid.sum()).item(),
+            # The first token carries most of a chunk where tokens are few (FAST on short chunks).
+            "first_token_accuracy": right[:, 0].float().mean().item(),
             "sequence_accuracy": (right == valid).all(dim=1).float().mean().item(),
         }
         if self.offset_head is not None:
