@@ -1,0 +1,83 @@
+"""Why a token policy acts as it does, on held-out windows: how often it predicts each token of the
+demonstrated chunk (teacher-forced: every earlier token given), and how far its chunks land from
+the demonstrated ones, through the tokens alone, with the offset, and acting greedily.
+
+For the autoregressive policy (`ar`) a position is a token of the sequence (FAST: up to each row's
+end token, which counts as a position); for VQ-BeT's code heads (`vqbet`) it is a code layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vqbet.data import TrajectoryWindows
+from vqbet.policies import ARPolicy, VQBeTPolicy
+from vqbet.policies.acting import batch_to, state_of, to_relative
+
+IGNORE = -100
+
+
+@torch.no_grad()
+def token_diagnostics(
+    policy: ARPolicy | VQBeTPolicy, windows: TrajectoryWindows, max_windows: int = 1024, seed: int = 0
+) -> dict[str, Any]:
+    """On up to `max_windows` of `windows` (drawn with `seed`), the last window step's chunk:
+
+    - `position_accuracy`: per token position (list), the teacher-forced argmax's accuracy over
+      the rows that have that position; `sequence_accuracy`: whole sequences right;
+    - `round_trip_mae`, `offset_mae`, `greedy_mae`: mean absolute error (raw action units) of the
+      chunk the true tokens decode to, of that chunk plus the policy's offset (NaN without one),
+      and of the policy's greedy chunk (temperature 0)."""
+    if not isinstance(policy, (ARPolicy, VQBeTPolicy)):
+        raise ValueError(f"token diagnostics need an 'ar' or 'vqbet' policy, got {policy.name!r}")
+    was_training, temperature = policy.training, policy.config.temperature
+    policy.eval()
+    chosen = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))[:max_windows]
+    batch = torch.utils.data.default_collate([windows[int(i)] for i in sorted(chosen.tolist())])
+    device = next(policy.parameters()).device
+    batch = batch_to(batch, device)
+    obs, action = policy.check_batch(batch)
+    c = policy.config
+    chunks = to_relative(action[:, -1], state_of(obs)[:, -1], c.action_relative_to)
+    normalizer = policy.tokenizer.normalizer
+    target = normalizer.normalize(chunks)
+    decoded = policy.tokenizer.round_trip_normalized(target)
+    offset = None
+    if isinstance(policy, ARPolicy):
+        targets = policy._targets(chunks)
+        inputs = torch.cat([torch.full_like(targets[:, :1], policy.vocab + 1), targets[:, :-1]], dim=1)
+        inputs = inputs.masked_fill(inputs == IGNORE, policy.vocab)
+        sequence = torch.cat([policy.obs_embed(policy.observe(obs)), policy.token_embed(inputs)], dim=1)
+        out = policy.gpt(sequence)[:, -targets.shape[1] :]
+        valid = targets != IGNORE
+        right = (policy.head(out).argmax(-1) == targets) & valid
+        if policy.offset_head is not None:
+            rows, final = torch.arange(len(out), device=device), valid.sum(dim=1) - 1
+            offset = policy.offset_head(policy._offset_input(out[rows, final], targets[rows, final]))
+    else:
+        h = policy.features(obs, batch.get("goal"), last_only=True)[:, -1]
+        codes = policy.tokenizer.encode_normalized(target)
+        logits, offset = policy.heads(h, codes)
+        right, valid = codes == logits.argmax(-1).T, torch.ones_like(codes, dtype=torch.bool)
+    try:
+        policy.config.temperature = 0.0
+        greedy = policy.predict_action_chunk(obs, batch.get("goal"))
+    finally:
+        policy.config.temperature = temperature
+        policy.train(was_training)
+    has = valid.sum(dim=0)
+    kept = has > 0
+    accuracy = right.sum(dim=0)[kept] / has[kept]
+    corrected = decoded + offset.view_as(target) if offset is not None else None
+    return {
+        "windows": len(chunks),
+        "position_accuracy": [round(float(a), 4) for a in accuracy],
+        "sequence_accuracy": float((right == valid).all(dim=1).float().mean()),
+        "round_trip_mae": float((normalizer.unnormalize(decoded) - chunks).abs().mean()),
+        "offset_mae": float("nan")
+        if corrected is None
+        else float((normalizer.unnormalize(corrected) - chunks).abs().mean()),
+        "greedy_mae": float((greedy - action[:, -1]).abs().mean()),
+    }
