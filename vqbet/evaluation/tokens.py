@@ -15,8 +15,7 @@ import torch
 from vqbet.data import TrajectoryWindows
 from vqbet.policies import ARPolicy, VQBeTPolicy
 from vqbet.policies.acting import batch_to, state_of, to_relative
-
-IGNORE = -100
+from vqbet.policies.ar import IGNORE
 
 
 @torch.no_grad()
@@ -47,15 +46,11 @@ def token_diagnostics(
     offset = None
     if isinstance(policy, ARPolicy):
         targets = policy._targets(chunks)
-        inputs = torch.cat([torch.full_like(targets[:, :1], policy.vocab + 1), targets[:, :-1]], dim=1)
-        inputs = inputs.masked_fill(inputs == IGNORE, policy.vocab)
-        sequence = torch.cat([policy.obs_embed(policy.observe(obs)), policy.token_embed(inputs)], dim=1)
-        out = policy.gpt(sequence)[:, -targets.shape[1] :]
+        out, last = policy.teacher_forced(policy.observe(obs), targets)
         valid = targets != IGNORE
         right = (policy.head(out).argmax(-1) == targets) & valid
-        if policy.offset_head is not None:
-            rows, final = torch.arange(len(out), device=device), valid.sum(dim=1) - 1
-            offset = policy.offset_head(policy._offset_input(out[rows, final], targets[rows, final]))
+        if last is not None:
+            offset = policy.offset_head(last)
     else:
         h = policy.features(obs, batch.get("goal"), last_only=True)[:, -1]
         codes = policy.tokenizer.encode_normalized(target)

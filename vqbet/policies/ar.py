@@ -160,10 +160,7 @@ class ARPolicy(TokenizedPolicy):
                 # causal pass the positions kept see what they saw with the rest.
                 targets = targets[:, : int((targets != IGNORE).sum(dim=1).max())]
         valid = targets != IGNORE
-        inputs = torch.cat([torch.full_like(targets[:, :1], self.vocab + 1), targets[:, :-1]], dim=1)
-        inputs = inputs.masked_fill(inputs == IGNORE, self.vocab)
-        sequence = torch.cat([self.obs_embed(observed), self.token_embed(inputs)], dim=1)
-        out = self.gpt(sequence)[:, -targets.shape[1] :]  # outputs at BOS, y_1, ...
+        out, last = self.teacher_forced(observed, targets)
         logits = self.head(out)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
         right = (logits.argmax(-1) == targets) & valid
@@ -174,10 +171,7 @@ class ARPolicy(TokenizedPolicy):
             "first_token_accuracy": right[:, 0].float().mean().item(),
             "sequence_accuracy": (right == valid).all(dim=1).float().mean().item(),
         }
-        if self.offset_head is not None:
-            # Where each row's last token (its end token where lengths vary) is predicted.
-            rows, final = torch.arange(len(out), device=out.device), valid.sum(dim=1) - 1
-            last = self._offset_input(out[rows, final], targets[rows, final])
+        if last is not None:
             target = self.tokenizer.normalizer.normalize(chunks)
             corrected = self.tokenizer.round_trip_normalized(target) + self.offset_head(last).view_as(target)
             mask = batch.get("action_mask")
@@ -187,10 +181,26 @@ class ARPolicy(TokenizedPolicy):
         metrics["loss"] = loss.item()
         return self.with_env_state_loss(loss, observed, batch, metrics), metrics
 
-    def _offset_input(self, h: Tensor, token: Tensor) -> Tensor:
-        """The offset head's input (B, 2C): the output h (B, C) that predicts a sequence's last
-        token, and that token (B,)'s embedding."""
-        return torch.cat([h, F.embedding(token, self.token_embed.weight)], dim=-1)
+    def teacher_forced(self, observed: Tensor, targets: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Observed steps (N, To, F) and target tokens (N, S) (IGNORE after a FAST row's end
+        token), each given as the input after it -> (outputs (N, S, C) at BOS, y_1 .. y_{S-1}, the
+        ones that predict the S targets; with `offset`, the offset head's input (N, 2C), else None)."""
+        inputs = torch.cat([torch.full_like(targets[:, :1], self.vocab + 1), targets[:, :-1]], dim=1)
+        inputs = inputs.masked_fill(inputs == IGNORE, self.vocab)
+        sequence = torch.cat([self.obs_embed(observed), self.token_embed(inputs)], dim=1)
+        out = self.gpt(sequence)[:, -targets.shape[1] :]
+        if self.offset_head is None:
+            return out, None
+        return out, self._offset_input(out, targets, (targets != IGNORE).sum(dim=1) - 1)
+
+    def _offset_input(self, outputs: Tensor, tokens: Tensor, final: Tensor) -> Tensor:
+        """The offset head's input (N, 2C) from outputs (N, S, C), tokens (N, S) and each row's
+        last token's place final (N,) (its end token where lengths vary): the output that
+        predicts that token, and the token's embedding."""
+        # gather, not indexing by an arange of the batch: the exported program keeps its batch dynamic
+        h = outputs.gather(1, final[:, None, None].expand(-1, 1, outputs.shape[-1]))[:, 0]
+        last = tokens.gather(1, final[:, None])[:, 0]
+        return torch.cat([h, F.embedding(last, self.token_embed.weight)], dim=-1)
 
     # -- acting ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -205,8 +215,7 @@ class ARPolicy(TokenizedPolicy):
         h = self.gpt.forward_cached(torch.cat([self.obs_embed(observed), begin], dim=1), cache, 0)[:, -1]
         end = torch.full((b,), self.vocab, device=observed.device)
         done = torch.zeros(b, dtype=torch.bool, device=observed.device)
-        last = h.new_zeros(b, 2 * h.shape[-1]) if c.offset else None
-        tokens = []
+        tokens, outputs = [], []  # each token and the output that predicted it
         # Which tokens may come is folded into the head's bias (-inf: never), so that each step's
         # logits are one matmul: a fixed-length family never ends (the end token's row is left
         # out); FAST never takes the unused ids of its fitted vocabulary, and after L tokens only
@@ -222,19 +231,20 @@ class ARPolicy(TokenizedPolicy):
             if self.variable:
                 bias = biases[int(i == self.steps - 1)]
             token = sample_codes(F.linear(h, weight, bias), c.temperature, top_p=c.top_p)
-            ended = torch.ones_like(done)
             if self.variable:
                 token = torch.where(done, end, token)
-                ended = ~done & (token == self.vocab)
-                done = done | ended
+                done = done | (token == self.vocab)
             tokens.append(token)
-            stop = i == self.steps - 1 or (self.variable and bool(done.all()))
-            if last is not None and (self.variable or stop):
-                last = torch.where(ended[:, None], self._offset_input(h, token), last)
-            if stop:
+            outputs.append(h)
+            if i == self.steps - 1 or (self.variable and bool(done.all())):
                 break
             h = self.gpt.decode(F.embedding(token, self.token_embed.weight), cache, c.obs_window + 1 + i)
-        return torch.stack(tokens, dim=1), last
+        sampled = torch.stack(tokens, dim=1)
+        if self.offset_head is None:
+            return sampled, None
+        # Every FAST row holds an end token (the last step allows nothing else): its first is last.
+        final = (sampled == self.vocab).int().argmax(dim=1) if self.variable else torch.full_like(end, i)
+        return sampled, self._offset_input(torch.stack(outputs, dim=1), sampled, final)
 
     def _decode(self, tokens: Tensor, last: Tensor | None) -> tuple[Tensor, Tensor]:
         """Sampled tokens (B, n) and `_sample`'s offset input (B, 2C) or None ->
