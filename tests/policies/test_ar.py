@@ -258,3 +258,54 @@ def test_a_fast_policy_is_judged_offline_with_its_tokenizers_round_trip():
     assert metrics["reconstruction_mse"] == pytest.approx(expected.item(), rel=1e-4, abs=1e-9)
     assert 0.0 <= metrics["first_token_accuracy"] <= 1.0 and "used_fraction/0" not in metrics
     assert np.isfinite(metrics["greedy_mse"]) and metrics["windows"] == len(windows)
+
+
+def test_each_target_step_sees_its_observations_and_its_own_earlier_tokens_only():
+    torch.manual_seed(0)
+    policy = policy_class("ar").build({**SMALL, "target_steps": 3}, {"name": "kmeans", "num_bins": 8})
+    to, s = policy.config.obs_window, policy.steps
+    observed = torch.randn(4, to, policy.obs_features)
+    targets = torch.randint(0, policy.vocab, (4, 3, s))
+    with torch.no_grad():
+        out, last = policy.eval().teacher_forced(observed, targets)
+        for i in range(3):  # step i's tokens alone after o_1 .. o_{i+1}, at acting's token positions
+            inputs = torch.cat([torch.full((4, 1), policy.vocab + 1), targets[:, i, :-1]], dim=1)
+            sequence = torch.cat([policy.obs_embed(observed[:, : i + 1]), policy.token_embed(inputs)], dim=1)
+            positions = torch.cat([torch.arange(i + 1), torch.arange(to, to + s)])
+            alone = policy.gpt(sequence, positions=positions)[:, i + 1 :]
+            torch.testing.assert_close(out[:, i], alone, rtol=1e-5, atol=1e-5)
+        # The last step is the one-step pass acting reproduces, offset input included.
+        single, single_last = policy.teacher_forced(observed, targets[:, -1])
+        torch.testing.assert_close(out[:, -1], single, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(last[:, -1], single_last, rtol=1e-5, atol=1e-5)
+    # Training's explicit attention (CPU, with grad) takes the same mask.
+    torch.testing.assert_close(policy.train().teacher_forced(observed, targets)[0], out, rtol=1e-5, atol=1e-5)
+
+
+def test_training_on_several_window_steps_sums_every_steps_token_and_offset_loss():
+    policy, windows, losses = trained("rvq", steps=60, target_steps=3)
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
+    batch = torch.utils.data.default_collate([windows[i] for i in range(0, 64, 2)])
+    loss, metrics = policy(batch)
+    obs, action = policy.check_batch(batch)
+    targets = torch.stack([policy._targets(action[:, i]) for i in range(3)], dim=1)  # (B, 3, S)
+    out, last = policy.teacher_forced(policy.observe(obs), targets)
+    logits = policy.head(out)
+    token_loss = torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten())
+    normalizer = policy.tokenizer.normalizer
+    target = normalizer.normalize(action.flatten(0, 1))  # (B * 3, TA, 2)
+    offsets = policy.offset_head(last.flatten(0, 1)).view_as(target)
+    corrected = policy.tokenizer.round_trip_normalized(target) + offsets
+    mask = batch["action_mask"].flatten(0, 1)[..., None] if "action_mask" in batch else 1.0
+    error = (corrected - target).abs()
+    offset_loss = (error * mask).sum() / error.numel()  # over every step (see masked_mean)
+    torch.testing.assert_close(loss, token_loss + policy.config.offset_loss_weight * offset_loss)
+    # The accuracies are the last step's, the chunk acting predicts.
+    right = (logits[:, -1].argmax(-1) == targets[:, -1]).float().mean()
+    assert metrics["token_accuracy"] == pytest.approx(right.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("steps", [0, 4, True, 1.5])
+def test_target_steps_outside_the_window_are_refused(steps):
+    with pytest.raises(ValueError, match=r"target_steps must be an integer in \[1, obs_window=3\]"):
+        policy_class("ar").build({**SMALL, "target_steps": steps}, {"name": "kmeans", "num_bins": 8})

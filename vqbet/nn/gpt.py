@@ -40,8 +40,9 @@ class CausalSelfAttention(nn.Module):
         self.attn_drop = Dropout(dropout)
         self.resid_drop = Dropout(dropout)
 
-    def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
-        """x (B, T, C) -> (B, T, C), or (B, 1, C) for the last position only when `last_only`."""
+    def forward(self, x: Tensor, last_only: bool = False, allowed: Tensor | None = None) -> Tensor:
+        """x (B, T, C) -> (B, T, C), or (B, 1, C) for the last position only when `last_only`.
+        `allowed` (T, T) bool, True where query i may attend to key j, replaces the causal mask."""
         b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         # (B, nh, T, hs)
@@ -49,12 +50,17 @@ class CausalSelfAttention(nn.Module):
         if last_only:
             # The last query may attend to every key, so no causal mask is needed.
             q, t = q[:, :, -1:], 1
+            allowed = None if allowed is None else allowed[-1:]
+        p = self.dropout if self.training else 0.0
         if self.training and torch.is_grad_enabled() and not x.is_cuda and not last_only:
-            y = self._explicit_attention(q, k, v)
+            # The mask is passed only when there is one: the benchmark harness swaps in a
+            # three-argument version of this method.
+            explicit = self._explicit_attention
+            y = explicit(q, k, v) if allowed is None else explicit(q, k, v, allowed)
+        elif allowed is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
         else:
-            y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=not last_only, dropout_p=self.dropout if self.training else 0.0
-            )
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=not last_only, dropout_p=p)
         y = y.transpose(1, 2).contiguous().view(b, t, c)
         return self.resid_drop(self.proj(y))
 
@@ -84,8 +90,9 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, cache[:, 0, :, : pos + 1], cache[:, 1, :, : pos + 1])
         return F.linear(y.view(b, c), self.proj.weight, self.proj.bias)
 
-    def _explicit_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Causal attention (B, nh, T, hs) x3 -> (B, nh, T, hs) as bmm, softmax, bmm. For training on
+    def _explicit_attention(self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None = None) -> Tensor:
+        """Causal attention (B, nh, T, hs) x3 -> (B, nh, T, hs) as bmm, softmax, bmm (`allowed`
+        (T queries, T keys) bool in place of the causal mask). For training on
         CPU at these short windows (T <= ~10) it is faster than scaled_dot_product_attention
         forward + backward (its fused CPU kernel's backward; with dropout, its math path's bernoulli_
         mask and safe-softmax checks; benchmarks/bench_policy.py measures both); acting (no grad)
@@ -93,7 +100,10 @@ class CausalSelfAttention(nn.Module):
         T queries): the CPU softmax over a dimension that is not the innermost vectorises across
         queries, where over 10 innermost keys it would not."""
         b, nh, t, hs = q.shape
-        bias = torch.full((t, t), float("-inf"), device=q.device).tril(-1)  # -inf: key after query
+        if allowed is None:
+            bias = torch.full((t, t), float("-inf"), device=q.device).tril(-1)  # -inf: key after query
+        else:
+            bias = torch.zeros(t, t, device=q.device).masked_fill(~allowed.T, float("-inf"))
         scores = torch.baddbmm(
             bias.expand(b * nh, t, t),
             k.reshape(b * nh, t, hs),
@@ -134,8 +144,8 @@ class Block(nn.Module):
         h = F.layer_norm(x, ln_2.normalized_shape, ln_2.weight, ln_2.bias)
         return x + F.linear(F.gelu(F.linear(h, fc.weight, fc.bias)), proj.weight, proj.bias)
 
-    def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
-        y = self.attn(self.ln_1(x), last_only)
+    def forward(self, x: Tensor, last_only: bool = False, allowed: Tensor | None = None) -> Tensor:
+        y = self.attn(self.ln_1(x), last_only, allowed)
         x = (x[:, -1:] if last_only else x) + y
         return x + self.mlp(self.ln_2(x))
 
@@ -164,15 +174,36 @@ class GPT(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(self, tokens: Tensor, last_only: bool = False) -> Tensor:
+    def forward(
+        self,
+        tokens: Tensor,
+        last_only: bool = False,
+        *,
+        positions: Tensor | None = None,
+        allowed: Tensor | None = None,
+    ) -> Tensor:
         """tokens (B, T, C) -> features (B, T, C); with `last_only`, (B, 1, C) for the last position,
-        which is all acting needs: the last block then runs its query and MLP on one token."""
+        which is all acting needs: the last block then runs its query and MLP on one token.
+        A layout other than one causal sequence: `positions` (T,) long, each token's position
+        (default 0 .. T-1), and `allowed` (T, T) bool, True where token i may attend to token j
+        (default: j <= i)."""
         t = tokens.shape[1]
-        if t > self.block_size:
-            raise ValueError(f"GPT: sequence of {t} tokens exceeds block_size {self.block_size}")
-        x = self.drop(tokens + self.pos[:, :t])
+        if positions is None:
+            if t > self.block_size:
+                raise ValueError(f"GPT: sequence of {t} tokens exceeds block_size {self.block_size}")
+            pos = self.pos[:, :t]
+        else:
+            if positions.shape != (t,) or int(positions.max()) >= self.block_size:
+                raise ValueError(
+                    f"GPT: positions must be ({t},) and below block_size {self.block_size}, got "
+                    f"{tuple(positions.shape)} up to {int(positions.max())}"
+                )
+            pos = self.pos[:, positions]
+        if allowed is not None and allowed.shape != (t, t):
+            raise ValueError(f"GPT: allowed must be ({t}, {t}), got {tuple(allowed.shape)}")
+        x = self.drop(tokens + pos)
         for i, block in enumerate(self.blocks):
-            x = block(x, last_only and i == len(self.blocks) - 1)
+            x = block(x, last_only and i == len(self.blocks) - 1, allowed)
         return self.ln_f(x)
 
     def new_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[Tensor]:

@@ -6,6 +6,10 @@ token policies decode theirs. Over any tokenizer: fixed-length families (`rvq`, 
 Sequence: [o_1 .. o_To, BOS, y_1 .. y_n] through one causal transformer; the output at BOS
 predicts y_1, at y_i predicts y_{i+1} (teacher forcing in training: one pass, cross-entropy on
 every position; for FAST the end token is a target too and positions after it are ignored).
+With `target_steps` K > 1, training also learns the chunks of the window's K - 1 steps before the
+last (as VQ-BeT's heads learn at every step): the sequence is [o_1 .. o_To, then K blocks of BOS,
+y_1 .. y_{n-1}], each block attending to the observations up to its step and to itself, at the
+positions acting gives the tokens after the whole window.
 Acting prefills the observations and BOS (`GPT.forward_cached`), then runs each new token alone
 against the key/value cache (`GPT.decode`), sampling at `temperature` (0: greedy) within the
 `top_p` nucleus.
@@ -68,6 +72,11 @@ class ARConfig(TransformerConfig):
     """Width of the offset head's two hidden layers."""
     offset_loss_weight: float = 10.0
     """Weight of the L1 offset loss (in the tokenizer's normalised action units)."""
+    target_steps: int = 1
+    """Training: how many of the window's last steps learn their own chunk's tokens (1: the last,
+    the one acting predicts; obs_window: every step, as VQ-BeT's heads learn at every step). Each
+    step's tokens see the observations up to that step and their own earlier tokens; the sequence
+    grows to obs_window + target_steps x tokens."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -81,6 +90,11 @@ class ARConfig(TransformerConfig):
         if not isinstance(self.offset, bool):
             raise ValueError(f"{name}: offset must be true or false, got {self.offset!r}")
         self.check_positive("offset_hidden")
+        steps = self.target_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.obs_window:
+            raise ValueError(
+                f"{name}: target_steps must be an integer in [1, obs_window={self.obs_window}], got {steps!r}"
+            )
         if not self.offset_loss_weight >= 0:
             raise ValueError(f"{name}: offset_loss_weight must be >= 0, got {self.offset_loss_weight!r}")
 
@@ -145,13 +159,15 @@ class ARPolicy(TokenizedPolicy):
 
     # -- training ----------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
-        """Cross-entropy of every token of the last window step's chunk, teacher-forced, plus the
-        weighted L1 error of the offset-corrected chunk (with `offset`)."""
+        """Cross-entropy of every token of the chunks of the window's last `target_steps` steps,
+        teacher-forced, plus the weighted L1 error of the offset-corrected chunks (with `offset`).
+        The accuracies are the last step's (the chunk acting predicts)."""
         c = self.config
         obs, action = self.check_batch(batch)
         state = state_of(obs)
         observed = self.observe(obs)
-        chunks = to_relative(action[:, -1], state[:, -1], c.action_relative_to)
+        k = c.target_steps
+        chunks = to_relative(action[:, -k:], state[:, -k:], c.action_relative_to).flatten(0, 1)
         with torch.no_grad():
             targets = self._targets(chunks)
             if self.variable:
@@ -159,11 +175,12 @@ class ARPolicy(TokenizedPolicy):
                 # longest (most FAST chunks are far shorter than the longest it has seen); in a
                 # causal pass the positions kept see what they saw with the rest.
                 targets = targets[:, : int((targets != IGNORE).sum(dim=1).max())]
-        valid = targets != IGNORE
+            targets = targets.view(-1, k, targets.shape[1])  # (B, K, S)
         out, last = self.teacher_forced(observed, targets)
         logits = self.head(out)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
-        right = (logits.argmax(-1) == targets) & valid
+        loss = F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), ignore_index=IGNORE)
+        valid = targets[:, -1] != IGNORE
+        right = (logits[:, -1].argmax(-1) == targets[:, -1]) & valid
         metrics = {
             "token_loss": loss.item(),
             "token_accuracy": (right.sum() / valid.sum()).item(),
@@ -173,25 +190,60 @@ class ARPolicy(TokenizedPolicy):
         }
         if last is not None:
             target = self.tokenizer.normalizer.normalize(chunks)
-            corrected = self.tokenizer.round_trip_normalized(target) + self.offset_head(last).view_as(target)
+            offsets = self.offset_head(last.flatten(0, 1)).view_as(target)
+            corrected = self.tokenizer.round_trip_normalized(target) + offsets
             mask = batch.get("action_mask")
-            offset_loss = masked_mean((corrected - target).abs(), None if mask is None else mask[:, -1])
+            mask = None if mask is None else mask[:, -k:].flatten(0, 1)
+            offset_loss = masked_mean((corrected - target).abs(), mask)
             loss = loss + c.offset_loss_weight * offset_loss
             metrics["offset_loss"] = offset_loss.item()
         metrics["loss"] = loss.item()
         return self.with_env_state_loss(loss, observed, batch, metrics), metrics
 
     def teacher_forced(self, observed: Tensor, targets: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Observed steps (N, To, F) and target tokens (N, S) (IGNORE after a FAST row's end
-        token), each given as the input after it -> (outputs (N, S, C) at BOS, y_1 .. y_{S-1}, the
-        ones that predict the S targets; with `offset`, the offset head's input (N, 2C), else None)."""
-        inputs = torch.cat([torch.full_like(targets[:, :1], self.vocab + 1), targets[:, :-1]], dim=1)
+        """Observed steps (N, To, F) and target tokens (N, S) of the last step's chunk, or (N, K, S)
+        of the last K steps' chunks (IGNORE after a FAST row's end token), each given as the input
+        after it -> (outputs (N, [K,] S, C) at BOS, y_1 .. y_{S-1}, the ones that predict the
+        targets; with `offset`, the offset head's input (N, [K,] 2C), else None)."""
+        single = targets.dim() == 2
+        if single:
+            targets = targets[:, None]
+        n, k, s = targets.shape
+        begin = torch.full_like(targets[..., :1], self.vocab + 1)
+        inputs = torch.cat([begin, targets[..., :-1]], dim=-1)
         inputs = inputs.masked_fill(inputs == IGNORE, self.vocab)
-        sequence = torch.cat([self.obs_embed(observed), self.token_embed(inputs)], dim=1)
-        out = self.gpt(sequence)[:, -targets.shape[1] :]
-        if self.offset_head is None:
-            return out, None
-        return out, self._offset_input(out, targets, (targets != IGNORE).sum(dim=1) - 1)
+        to = observed.shape[1]
+        sequence = torch.cat([self.obs_embed(observed), self.token_embed(inputs).flatten(1, 2)], dim=1)
+        if k == 1:  # one causal sequence
+            out = self.gpt(sequence)[:, to:]
+        else:
+            positions, allowed = self._steps_layout(to, k, s, observed.device)
+            out = self.gpt(sequence, positions=positions, allowed=allowed)[:, to:]
+        out = out.reshape(n, k, s, -1)
+        last = None
+        if self.offset_head is not None:
+            flat = targets.flatten(0, 1)
+            last = self._offset_input(out.flatten(0, 1), flat, (flat != IGNORE).sum(dim=1) - 1).view(n, k, -1)
+        if single:
+            return out[:, 0], None if last is None else last[:, 0]
+        return out, last
+
+    @staticmethod
+    def _steps_layout(to: int, k: int, s: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The sequence [o_1 .. o_To, then the S token inputs of each of the last K steps' chunks]
+        -> (positions (To + K S,), allowed (To + K S, To + K S)). Observations are causal; the
+        tokens of step t's chunk see o_1 .. o_t and their own earlier tokens, at the positions
+        To .. To + S - 1 that acting gives the chunk after the whole window."""
+        length = to + k * s
+        positions = torch.cat([torch.arange(to), torch.arange(to, to + s).repeat(k)]).to(device)
+        allowed = torch.zeros(length, length, dtype=torch.bool)
+        allowed[:to, :to] = torch.ones(to, to, dtype=torch.bool).tril()
+        own = torch.ones(s, s, dtype=torch.bool).tril()
+        for i in range(k):
+            rows = slice(to + i * s, to + (i + 1) * s)
+            allowed[rows, : to - k + i + 1] = True
+            allowed[rows, rows] = own
+        return positions, allowed.to(device)
 
     def _offset_input(self, outputs: Tensor, tokens: Tensor, final: Tensor) -> Tensor:
         """The offset head's input (N, 2C) from outputs (N, S, C), tokens (N, S) and each row's
