@@ -309,3 +309,18 @@ def test_training_on_several_window_steps_sums_every_steps_token_and_offset_loss
 def test_target_steps_outside_the_window_are_refused(steps):
     with pytest.raises(ValueError, match=r"target_steps must be an integer in \[1, obs_window=3\]"):
         policy_class("ar").build({**SMALL, "target_steps": steps}, {"name": "kmeans", "num_bins": 8})
+
+
+def test_a_focal_gamma_weighs_each_kept_token_by_its_miss_and_ignores_the_rest():
+    policy, windows, _ = trained("fast", steps=1, focal_gamma=2.0)
+    batch = torch.utils.data.default_collate([windows[i] for i in range(0, 64, 2)])
+    obs, action = policy.check_batch(batch)
+    targets = policy._targets(action[:, -1])
+    targets = targets[:, : int((targets != -100).sum(dim=1).max())]
+    logits, _ = teacher_forced(policy, policy.observe(obs), targets)
+    kept = targets != -100
+    p = torch.softmax(logits, dim=-1).gather(-1, targets.clamp_min(0)[..., None])[..., 0][kept]
+    focal = (-((1 - p) ** 2) * p.log()).mean()
+    assert policy(batch)[1]["token_loss"] == pytest.approx(focal.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="focal_gamma must be a number >= 0"):
+        policy_class("ar").build({**SMALL, "focal_gamma": -1.0}, {"name": "kmeans", "num_bins": 8})

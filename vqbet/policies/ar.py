@@ -48,7 +48,7 @@ from vqbet.policies.acting import Observation, state_of, to_absolute, to_relativ
 from vqbet.policies.base import masked_mean
 from vqbet.policies.registry import register_policy
 from vqbet.policies.tokenized import TokenizedPolicy, TransformerConfig
-from vqbet.policies.vqbet import sample_codes
+from vqbet.policies.vqbet import focal_loss, sample_codes
 from vqbet.tokenizers import ChunkTokenizer
 
 IGNORE = -100
@@ -72,6 +72,8 @@ class ARConfig(TransformerConfig):
     """Width of the offset head's two hidden layers."""
     offset_loss_weight: float = 10.0
     """Weight of the L1 offset loss (in the tokenizer's normalised action units)."""
+    focal_gamma: float = 0.0
+    """Focal-loss gamma of the token classification (0: cross-entropy; VQ-BeT's code heads use 2)."""
     target_steps: int = 1
     """Training: how many of the window's last steps learn their own chunk's tokens (1: the last,
     the one acting predicts; obs_window: every step, as VQ-BeT's heads learn at every step). Each
@@ -95,6 +97,8 @@ class ARConfig(TransformerConfig):
             raise ValueError(
                 f"{name}: target_steps must be an integer in [1, obs_window={self.obs_window}], got {steps!r}"
             )
+        if isinstance(self.focal_gamma, bool) or not self.focal_gamma >= 0:
+            raise ValueError(f"{name}: focal_gamma must be a number >= 0, got {self.focal_gamma!r}")
         if not self.offset_loss_weight >= 0:
             raise ValueError(f"{name}: offset_loss_weight must be >= 0, got {self.offset_loss_weight!r}")
 
@@ -178,7 +182,11 @@ class ARPolicy(TokenizedPolicy):
             targets = targets.view(-1, k, targets.shape[1])  # (B, K, S)
         out, last = self.teacher_forced(observed, targets)
         logits = self.head(out)
-        loss = F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), ignore_index=IGNORE)
+        if c.focal_gamma > 0:
+            kept = targets.flatten() != IGNORE
+            loss = focal_loss(logits.flatten(0, 2)[kept], targets.flatten()[kept], c.focal_gamma)
+        else:
+            loss = F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), ignore_index=IGNORE)
         valid = targets[:, -1] != IGNORE
         right = (logits[:, -1].argmax(-1) == targets[:, -1]) & valid
         metrics = {
