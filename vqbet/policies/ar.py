@@ -35,6 +35,7 @@ decode through its BPE vocabulary in Python, so a policy over FAST does not expo
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,11 +183,7 @@ class ARPolicy(TokenizedPolicy):
             targets = targets.view(-1, k, targets.shape[1])  # (B, K, S)
         out, last = self.teacher_forced(observed, targets)
         logits = self.head(out)
-        if c.focal_gamma > 0:
-            kept = targets.flatten() != IGNORE
-            loss = focal_loss(logits.flatten(0, 2)[kept], targets.flatten()[kept], c.focal_gamma)
-        else:
-            loss = F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), ignore_index=IGNORE)
+        loss = focal_loss(logits.flatten(0, 2), targets.flatten(), c.focal_gamma, ignore_index=IGNORE)
         valid = targets[:, -1] != IGNORE
         right = (logits[:, -1].argmax(-1) == targets[:, -1]) & valid
         metrics = {
@@ -237,6 +234,7 @@ class ARPolicy(TokenizedPolicy):
         return out, last
 
     @staticmethod
+    @functools.lru_cache(maxsize=16)  # the same few layouts every training step
     def _steps_layout(to: int, k: int, s: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """The sequence [o_1 .. o_To, then the S token inputs of each of the last K steps' chunks]
         -> (positions (To + K S,), allowed (To + K S, To + K S)). Observations are causal; the

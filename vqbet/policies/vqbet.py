@@ -77,13 +77,18 @@ class VQBeTConfig(TransformerConfig):
         self.code_loss_weights = [float(w) for w in self.code_loss_weights]
 
 
-def focal_loss(logits: Tensor, target: Tensor, gamma: float) -> Tensor:
+def focal_loss(logits: Tensor, target: Tensor, gamma: float, ignore_index: int | None = None) -> Tensor:
     """Focal loss -(1 - p_t)^gamma log p_t, averaged over N: logits (..., N, K), target (..., N)
-    -> (...) (one loss per RVQ layer for logits (L, N, K))."""
+    -> (...) (one loss per RVQ layer for logits (L, N, K)); gamma 0 is cross-entropy. Targets equal
+    to `ignore_index` count for nothing, the mean is over the others."""
+    kept = None if ignore_index is None else target != ignore_index
+    if kept is not None:
+        target = target.masked_fill(~kept, 0)
     log_p = F.log_softmax(logits.float(), dim=-1).gather(-1, target[..., None]).squeeze(-1)
-    if gamma == 0:
-        return -log_p.mean(-1)
-    return -((1 - log_p.exp()) ** gamma * log_p).mean(-1)
+    loss = -log_p if gamma == 0 else -((1 - log_p.exp()) ** gamma * log_p)
+    if kept is None:
+        return loss.mean(-1)
+    return (loss * kept).sum(-1) / kept.sum(-1)
 
 
 def sample_codes(logits: Tensor, temperature: float, min_p: float = 0.0, top_p: float = 1.0) -> Tensor:
