@@ -2,7 +2,7 @@
 run's validation episodes (vqbet.evaluation.tokens): where a token policy goes wrong.
 
     python scripts/token_accuracy.py runs/pusht/ar-fast-seed0
-    python scripts/token_accuracy.py runs/pusht/vqbet-fsq-seed1 --checkpoint last --windows 4096
+    python scripts/token_accuracy.py runs/pusht/vqbet-fsq-seed1 --checkpoint last --windows 4096 --samples 20
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from vqbet.evaluation.tokens import token_diagnostics
 from vqbet.policies import load_policy
 
 
-def diagnose(run: Path, checkpoint: str = "best", windows: int = 1024) -> dict:
+def diagnose(run: Path, checkpoint: str = "best", windows: int = 1024, samples: int = 10) -> dict:
     """The run folder's checkpoint on the validation episodes its training held out (the same
-    dataset, seed and val_fraction as in its config.yaml)."""
+    dataset, seed and val_fraction as in its config.yaml), sampled at its acting temperature."""
     config_file = run / "config.yaml"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file}: not a training run folder (no config.yaml)")
@@ -40,7 +40,8 @@ def diagnose(run: Path, checkpoint: str = "best", windows: int = 1024) -> dict:
         episodes=val,
         cameras=policy.config.vision.cameras,
     )
-    return {"run": str(run), "checkpoint": checkpoint, **token_diagnostics(policy, held_out, windows)}
+    diagnostics = token_diagnostics(policy, held_out, windows, samples=samples)
+    return {"run": str(run), "checkpoint": checkpoint, **diagnostics}
 
 
 def main() -> None:
@@ -48,9 +49,10 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a training run folder (config.yaml, checkpoints/)")
     parser.add_argument("--checkpoint", default="best", help="checkpoint name under checkpoints/")
     parser.add_argument("--windows", type=int, default=1024, help="validation windows drawn")
+    parser.add_argument("--samples", type=int, default=10, help="chunks sampled per window")
     args = parser.parse_args()
     try:
-        print(json.dumps(diagnose(args.run, args.checkpoint, args.windows), indent=1))
+        print(json.dumps(diagnose(args.run, args.checkpoint, args.windows, args.samples), indent=1))
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"token_accuracy: {err}")
 

@@ -49,6 +49,21 @@ def test_the_ar_policys_positions_agree_with_its_own_metrics_and_the_offset_corr
     assert out["sequence_accuracy"] == pytest.approx(metrics["sequence_accuracy"], abs=1e-6)
     assert out["offset_mae"] < out["round_trip_mae"]  # the trained offset closes part of the gap
     assert policy.config.temperature == 1.0 and not policy.training  # restored
+    assert out["temperature"] == 1.0 and out["best_of_10_mae"] < out["sampled_mae"]
+
+
+def test_sampled_chunks_are_drawn_at_the_acting_temperature_and_leave_the_callers_rng_alone():
+    policy, windows = trained_ar(steps=20)
+    policy.config.temperature = 0.0  # deterministic: every sample is the greedy chunk
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    out = token_diagnostics(policy, windows, max_windows=64, samples=3)
+    assert torch.equal(torch.rand(3), expected)
+    assert out["sampled_mae"] == pytest.approx(out["greedy_mae"], rel=1e-6)
+    assert out["best_of_3_mae"] == pytest.approx(out["greedy_mae"], rel=1e-6)
+    with pytest.raises(ValueError, match="samples must be >= 1, got 0"):
+        token_diagnostics(policy, windows, samples=0)
 
 
 def test_vqbet_layers_are_positions_and_other_policies_are_refused(tmp_path):

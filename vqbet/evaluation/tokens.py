@@ -1,6 +1,7 @@
 """Why a token policy acts as it does, on held-out windows: how often it predicts each token of the
 demonstrated chunk (teacher-forced: every earlier token given), and how far its chunks land from
-the demonstrated ones, through the tokens alone, with the offset, and acting greedily.
+the demonstrated ones, through the tokens alone, with the offset, acting greedily and sampling as
+the policy acts (at its temperature).
 
 For the autoregressive policy (`ar`) a position is a token of the sequence (FAST: up to each row's
 end token, which counts as a position); for VQ-BeT's code heads (`vqbet`) it is a code layer.
@@ -20,7 +21,11 @@ from vqbet.policies.ar import IGNORE
 
 @torch.no_grad()
 def token_diagnostics(
-    policy: ARPolicy | VQBeTPolicy, windows: TrajectoryWindows, max_windows: int = 1024, seed: int = 0
+    policy: ARPolicy | VQBeTPolicy,
+    windows: TrajectoryWindows,
+    max_windows: int = 1024,
+    seed: int = 0,
+    samples: int = 10,
 ) -> dict[str, Any]:
     """On up to `max_windows` of `windows` (drawn with `seed`), the last window step's chunk:
 
@@ -28,7 +33,12 @@ def token_diagnostics(
       the rows that have that position; `sequence_accuracy`: whole sequences right;
     - `round_trip_mae`, `offset_mae`, `greedy_mae`: mean absolute error (raw action units) of the
       chunk the true tokens decode to, of that chunk plus the policy's offset (NaN without one),
-      and of the policy's greedy chunk (temperature 0)."""
+      and of the policy's greedy chunk (temperature 0);
+    - `sampled_mae`, `best_of_<samples>_mae`: of `samples` chunks sampled at the policy's acting
+      temperature, the mean error and the closest one's (a policy that picks the right mode less
+      often has the larger mean; one that never produces it, the larger best-of)."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
     if not isinstance(policy, (ARPolicy, VQBeTPolicy)):
         raise ValueError(f"token diagnostics need an 'ar' or 'vqbet' policy, got {policy.name!r}")
     was_training, temperature = policy.training, policy.config.temperature
@@ -59,6 +69,18 @@ def token_diagnostics(
     try:
         policy.config.temperature = 0.0
         greedy = policy.predict_action_chunk(obs, batch.get("goal"))
+        policy.config.temperature = temperature
+        rng_state = torch.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            errors = torch.stack(
+                [
+                    (policy.predict_action_chunk(obs, batch.get("goal")) - action[:, -1]).abs().mean((1, 2))
+                    for _ in range(samples)
+                ]
+            )  # (samples, N)
+        finally:
+            torch.set_rng_state(rng_state)
     finally:
         policy.config.temperature = temperature
         policy.train(was_training)
@@ -75,4 +97,7 @@ def token_diagnostics(
         if corrected is None
         else float((normalizer.unnormalize(corrected) - chunks).abs().mean()),
         "greedy_mae": float((greedy - action[:, -1]).abs().mean()),
+        "temperature": temperature,
+        "sampled_mae": float(errors.mean()),
+        f"best_of_{samples}_mae": float(errors.amin(0).mean()),
     }
