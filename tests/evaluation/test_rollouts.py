@@ -51,6 +51,8 @@ def test_metrics_on_hand_made_records():
     ]
     s = summarize(records, num_modes=2)
     assert s["success_rate"] == 0.5 and s["mean_length"] == 25 and s["mean_p1"] == 0.75
+    assert s["median_success_length"] == 15  # of the two successes only
+    assert "median_success_length" not in summarize(records[2:])
     assert s["order_entropy"] == pytest.approx(math.log(2)) and s["order_entropy_fraction"] == pytest.approx(
         1.0
     )

@@ -136,6 +136,19 @@ def test_checkpoints_record_their_task_and_data_and_evaluate_without_the_dataset
     assert "expert success in the demonstrations: unknown" in report.read_text()
 
 
+def test_an_evaluation_with_its_own_episode_limit_ends_every_episode_there(run, tmp_path):
+    best = run / "run" / "checkpoints" / "best"
+    overrides = [f"checkpoint={best}", "eval.episodes=3", "eval.num_envs=3", "eval.video_episodes=0"]
+    cfg = config(tmp_path, "", *overrides, f"out={tmp_path / 'ev'}", "eval.max_episode_steps=7", name="eval")
+    results = evaluate_checkpoint(cfg)
+    assert results["max_episode_steps"] == 7
+    assert [e["length"] for e in results["episodes"]] == [7, 7, 7]  # MultiReach needs far more
+    bad = config(tmp_path, "", *overrides, f"out={tmp_path / 'ev2'}", "eval.max_episode_steps=0", name="eval")
+    with pytest.raises(ValueError, match="max_episode_steps must be an integer >= 1 or null, got 0"):
+        evaluate_checkpoint(bad)
+    assert not (tmp_path / "ev2").exists()
+
+
 def test_divergence_stops_with_the_step_and_keeps_the_last_finite_checkpoint(run):
     # lr 300 with no clipping diverges within a few steps, after the first checkpoints (step 6 of a
     # smoke run when written; 3e3 diverged at step 2, before any checkpoint).

@@ -87,6 +87,9 @@ class EvalConfig:
     """Episodes in the tiled video (0 = off)."""
     first_seed: int = EVAL_SEED
     """Episode i runs on seed first_seed + i."""
+    max_episode_steps: int | None = None
+    """Episodes end after this many steps (None: the task's own limit). A longer limit tells a
+    slow policy from a lost one: results.json keeps every episode's length."""
     backend: str = "cpu"
     """Simulator of the final evaluation (scripts/eval.py, the end of training): "cpu" (CPU MuJoCo in
     a gymnasium vector env) or "warp" (num_envs MuJoCo Warp worlds in one batch on the GPU:
@@ -98,8 +101,18 @@ class EvalConfig:
             at_least_one=("episodes", "num_envs"),
             counts=("during_training", "video_episodes", "first_seed"),
         )
+        steps = self.max_episode_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"EvalConfig: max_episode_steps must be an integer >= 1 or null, got {steps!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"EvalConfig: backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+
+    def env_kwargs(self, task_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The task's env keyword arguments with this evaluation's episode limit, if it sets one."""
+        kwargs = dict(task_kwargs or {})
+        if self.max_episode_steps is not None:
+            kwargs["max_episode_steps"] = self.max_episode_steps
+        return kwargs
 
 
 @dataclass

@@ -82,17 +82,18 @@ def evaluate_and_report(
     env_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate `policy` on `env_id` made with `env_kwargs` (episodes, num_envs, video_episodes,
-    first_seed, backend of `eval_cfg`) and write results.json, report.md, orders.png and rollouts.mp4
-    into `out_dir`. The expert reference comes from the policy's recorded demonstrations metadata.
-    Returns the results; with `started` (a perf_counter time) they hold the seconds since then as
-    total_seconds."""
+    first_seed, max_episode_steps, backend of `eval_cfg`) and write results.json, report.md,
+    orders.png and rollouts.mp4 into `out_dir`. The expert reference comes from the policy's
+    recorded demonstrations metadata. Returns the results; with `started` (a perf_counter time)
+    they hold the seconds since then as total_seconds."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    make_env = env_factory(env_id, **(env_kwargs or {}))
+    env_kwargs = eval_cfg.env_kwargs(env_kwargs)
+    make_env = env_factory(env_id, **env_kwargs)
     attrs = policy.metadata.get("demonstrations", {})
     first_seed = eval_cfg.first_seed
     policy.reset_decode_stats()
     if eval_cfg.backend == "warp":  # the video comes from the evaluated worlds themselves
-        result = evaluate_on_warp(policy, env_id, eval_cfg, out_dir, env_kwargs or {})
+        result = evaluate_on_warp(policy, env_id, eval_cfg, out_dir, env_kwargs)
     else:
         check_env_fits(policy, make_env, env_id)
         result = evaluate(policy, make_env, eval_cfg.episodes, first_seed, num_envs=eval_cfg.num_envs)
@@ -110,6 +111,7 @@ def evaluate_and_report(
         "expert_order_entropy": attrs.get("order_entropy"),
         "demonstrations_perturb": attrs.get("perturb", 0.0),
         "backend": result["backend"],
+        **({"max_episode_steps": eval_cfg.max_episode_steps} if eval_cfg.max_episode_steps else {}),
         **({"decoding": decoding} if decoding else {}),
         **extra,
     }

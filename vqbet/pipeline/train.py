@@ -215,7 +215,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         params = sum(p.numel() for p in policy.parameters())
         print(f"phase 2: {policy.name} on {len(train_set)} windows ({params:,} params)")
         offline, eval_cfg = task.env_id is None, run.eval
-        make_env = None if offline else env_factory(task.env_id, **task.env_kwargs)
+        make_env = None if offline else env_factory(task.env_id, **eval_cfg.env_kwargs(task.env_kwargs))
         held_out = val_set or train_set  # offline metrics on held-out episodes when there are any
 
         def on_eval(acting: Policy, step: int) -> dict[str, float]:
