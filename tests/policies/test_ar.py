@@ -3,6 +3,8 @@ the teacher-forced argmax, every tokenizer (FAST with its end token) trains and 
 sequences are drawn again then fall back by the documented rule and are counted, checkpoints
 keep FAST's vocabulary, and what cannot export says so."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -324,3 +326,37 @@ def test_a_focal_gamma_weighs_each_kept_token_by_its_miss_and_ignores_the_rest()
     assert policy(batch)[1]["token_loss"] == pytest.approx(focal.item(), rel=1e-5)
     with pytest.raises(ValueError, match="focal_gamma must be a number >= 0"):
         policy_class("ar").build({**SMALL, "focal_gamma": -1.0}, {"name": "kmeans", "num_bins": 8})
+
+
+def test_history_dropout_trains_on_windows_of_their_last_step_repeated_and_only_in_training():
+    policy, windows, _ = trained("rvq", steps=1)
+    batch = torch.utils.data.default_collate([windows[i] for i in range(0, 64, 2)])
+    still = {**batch, "obs": batch["obs"][:, -1:].expand_as(batch["obs"]).clone()}
+    assert not torch.equal(still["obs"], batch["obs"])  # the windows move
+    reference = policy(batch)[0]
+    for share, expected in ((1.0, policy(still)[0]), (0.0, reference)):
+        policy.config = dataclasses.replace(policy.config, history_dropout=share)
+        policy.train()
+        torch.testing.assert_close(policy(batch)[0], expected)
+        policy.eval()
+        torch.testing.assert_close(policy(batch)[0], reference)  # acting and validation see the window
+    policy.config = dataclasses.replace(policy.config, history_dropout=0.5)
+    policy.train()
+    torch.manual_seed(0)
+    drop = torch.rand(len(batch["action"])) < 0.5
+    assert 0 < drop.sum() < len(drop)
+    mixed = {**batch, "obs": torch.where(drop[:, None, None], still["obs"], batch["obs"])}
+    torch.manual_seed(0)
+    torch.testing.assert_close(policy(batch)[0], policy.eval()(mixed)[0])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"history_dropout": 1.5}, r"history_dropout must be a number in \[0, 1\], got 1.5"),
+        ({"history_dropout": 0.5, "target_steps": 2}, "history_dropout needs target_steps=1"),
+    ],
+)
+def test_bad_history_dropout_is_refused(extra, message):
+    with pytest.raises(ValueError, match=message):
+        policy_class("ar").build({**SMALL, **extra}, {"name": "kmeans", "num_bins": 8})

@@ -80,6 +80,12 @@ class ARConfig(TransformerConfig):
     the one acting predicts; obs_window: every step, as VQ-BeT's heads learn at every step). Each
     step's tokens see the observations up to that step and their own earlier tokens; the sequence
     grows to obs_window + target_steps x tokens."""
+    history_dropout: float = 0.0
+    """Training: the share of windows whose earlier steps are replaced by their last (the window
+    acting sees at an episode's first step), so that the chunk is learnt from the current
+    observation without the motion before it (0: off). Against copying the past speed: a policy
+    that reads its speed off the window moves slowly after a slow start and stays slow in closed
+    loop (docs/results.md)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -100,6 +106,14 @@ class ARConfig(TransformerConfig):
             )
         if isinstance(self.focal_gamma, bool) or not self.focal_gamma >= 0:
             raise ValueError(f"{name}: focal_gamma must be a number >= 0, got {self.focal_gamma!r}")
+        share = self.history_dropout
+        if isinstance(share, bool) or not 0 <= share <= 1:
+            raise ValueError(f"{name}: history_dropout must be a number in [0, 1], got {share!r}")
+        if self.history_dropout > 0 and steps > 1:
+            raise ValueError(
+                f"{name}: history_dropout needs target_steps=1 (the earlier steps' chunks are learnt "
+                f"from their own history), got target_steps={steps}"
+            )
         if not self.offset_loss_weight >= 0:
             raise ValueError(f"{name}: offset_loss_weight must be >= 0, got {self.offset_loss_weight!r}")
 
@@ -169,6 +183,8 @@ class ARPolicy(TokenizedPolicy):
         The accuracies are the last step's (the chunk acting predicts)."""
         c = self.config
         obs, action = self.check_batch(batch)
+        if self.training and c.history_dropout > 0:
+            obs, batch = self._drop_history(obs, batch)
         state = state_of(obs)
         observed = self.observe(obs)
         k = c.target_steps
@@ -204,6 +220,20 @@ class ARPolicy(TokenizedPolicy):
             metrics["offset_loss"] = offset_loss.item()
         metrics["loss"] = loss.item()
         return self.with_env_state_loss(loss, observed, batch, metrics), metrics
+
+    def _drop_history(self, obs: Observation, batch: dict[str, Any]) -> tuple[Observation, dict[str, Any]]:
+        """Each window (B, To, ...) whose draw falls under `history_dropout` made of its last step
+        repeated (cameras and the env-state targets with it)."""
+        state = state_of(obs)
+        drop = torch.rand(state.shape[0], device=state.device) < self.config.history_dropout
+
+        def still(x: Tensor) -> Tensor:
+            return torch.where(drop.view(-1, *[1] * (x.dim() - 1)), x[:, -1:].expand_as(x), x)
+
+        obs = {key: still(value) for key, value in obs.items()} if isinstance(obs, dict) else still(obs)
+        if "env_state" in batch:
+            batch = {**batch, "env_state": still(batch["env_state"])}
+        return obs, batch
 
     def teacher_forced(self, observed: Tensor, targets: Tensor) -> tuple[Tensor, Tensor | None]:
         """Observed steps (N, To, F) and target tokens (N, S) of the last step's chunk, or (N, K, S)
