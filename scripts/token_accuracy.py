@@ -12,34 +12,14 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from vqbet.data import TrajectoryWindows, load_dataset, split_episodes
+from vqbet.evaluation.held_out import held_out_windows
 from vqbet.evaluation.tokens import token_diagnostics
-from vqbet.policies import load_policy
 
 
 def diagnose(run: Path, checkpoint: str = "best", windows: int = 1024, samples: int = 10) -> dict:
     """The run folder's checkpoint on the validation episodes its training held out (the same
     dataset, seed and val_fraction as in its config.yaml), sampled at its acting temperature."""
-    config_file = run / "config.yaml"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file}: not a training run folder (no config.yaml)")
-    cfg = yaml.safe_load(config_file.read_text())
-    policy = load_policy(run / "checkpoints" / checkpoint)
-    data = load_dataset(cfg["task"]["dataset"])
-    _, val = split_episodes(data.num_episodes, cfg["data"]["val_fraction"], seed=cfg["seed"])
-    if not len(val):
-        raise ValueError(
-            f"{config_file}: data.val_fraction={cfg['data']['val_fraction']} held no episode out"
-        )
-    held_out = TrajectoryWindows(
-        data,
-        policy.config.obs_window,
-        policy.config.action_chunk,
-        episodes=val,
-        cameras=policy.config.vision.cameras,
-    )
+    policy, held_out = held_out_windows(run, checkpoint)
     diagnostics = token_diagnostics(policy, held_out, windows, samples=samples)
     return {"run": str(run), "checkpoint": checkpoint, **diagnostics}
 
