@@ -1,4 +1,4 @@
-"""Token diagnostics (vqbet.evaluation.tokens, scripts/token_accuracy.py): per-position accuracy
+"""Token diagnostics (vqbet.evaluation.tokens, scripts/diagnose.py tokens): per-position accuracy
 agrees with the policy's own training metrics on the same windows, the offset's error is the
 decode's corrected, and what is not a token policy or not a run folder is named."""
 
@@ -78,8 +78,10 @@ def test_vqbet_layers_are_positions_and_other_policies_are_refused(tmp_path):
 
 
 def test_the_script_names_a_folder_that_is_not_a_run(tmp_path):
-    spec = importlib.util.spec_from_file_location("token_accuracy", ROOT / "scripts" / "token_accuracy.py")
+    spec = importlib.util.spec_from_file_location("diagnose", ROOT / "scripts" / "diagnose.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     with pytest.raises(FileNotFoundError, match=r"config.yaml: not a training run folder"):
-        script.diagnose(tmp_path)
+        script.diagnose("tokens", tmp_path)
+    with pytest.raises(ValueError, match=r"kind must be one of \['history', 'tokens'\], got 'codes'"):
+        script.diagnose("codes", tmp_path)

@@ -1,4 +1,4 @@
-"""History sensitivity (vqbet.evaluation.history, scripts/history_probe.py): a policy that copies
+"""History sensitivity (vqbet.evaluation.history, scripts/diagnose.py history): a policy that copies
 its past velocity moves in proportion to the history's speed, one that does not is unmoved by it;
 the caller's random state stays; a policy without relative actions is refused by name."""
 
@@ -51,8 +51,8 @@ def test_a_policy_without_relative_actions_or_a_folder_without_a_run_is_named(tm
     windows = TrajectoryWindows(two_mode_data(episodes=4), obs_window=3, action_chunk=TA)
     with pytest.raises(ValueError, match=r"needs a policy whose actions are relative .* 'mlp' has none"):
         history_sensitivity(mlp(relative=False), windows)
-    spec = importlib.util.spec_from_file_location("history_probe", ROOT / "scripts" / "history_probe.py")
+    spec = importlib.util.spec_from_file_location("diagnose", ROOT / "scripts" / "diagnose.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     with pytest.raises(FileNotFoundError, match=r"config.yaml: not a training run folder"):
-        script.probe(tmp_path)
+        script.diagnose("history", tmp_path)
