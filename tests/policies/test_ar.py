@@ -354,6 +354,7 @@ def test_history_dropout_trains_on_windows_of_their_last_step_repeated_and_only_
     ("extra", "message"),
     [
         ({"history_dropout": 1.5}, r"history_dropout must be a number in \[0, 1\], got 1.5"),
+        ({"history_dropout": "half"}, r"history_dropout must be a number in \[0, 1\], got 'half'"),
         ({"history_dropout": 0.5, "target_steps": 2}, "history_dropout needs target_steps=1"),
     ],
 )

@@ -107,7 +107,7 @@ class ARConfig(TransformerConfig):
         if isinstance(self.focal_gamma, bool) or not self.focal_gamma >= 0:
             raise ValueError(f"{name}: focal_gamma must be a number >= 0, got {self.focal_gamma!r}")
         share = self.history_dropout
-        if isinstance(share, bool) or not 0 <= share <= 1:
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
             raise ValueError(f"{name}: history_dropout must be a number in [0, 1], got {share!r}")
         if self.history_dropout > 0 and steps > 1:
             raise ValueError(
