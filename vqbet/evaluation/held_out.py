@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import yaml
 
 from vqbet.data import TrajectoryWindows, load_dataset, split_episodes
 from vqbet.policies import Policy, load_policy
+from vqbet.policies.acting import batch_to
 
 
 def held_out_windows(run: Path, checkpoint: str = "best") -> tuple[Policy, TrajectoryWindows]:
@@ -33,3 +35,11 @@ def held_out_windows(run: Path, checkpoint: str = "best") -> tuple[Policy, Traje
         cameras=policy.config.vision.cameras,
     )
     return policy, windows
+
+
+def draw_batch(windows: TrajectoryWindows, max_windows: int, seed: int, device: torch.device) -> dict:
+    """Up to `max_windows` of `windows`, drawn with `seed` (in dataset order), collated into one
+    batch on `device`: the windows a diagnostic measures."""
+    chosen = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))[:max_windows]
+    batch = torch.utils.data.default_collate([windows[int(i)] for i in sorted(chosen.tolist())])
+    return batch_to(batch, device)

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 from vqbet.data import TrajectoryWindows
+from vqbet.evaluation.held_out import draw_batch
 from vqbet.policies import Policy
-from vqbet.policies.acting import batch_to, state_of
+from vqbet.policies.acting import state_of
 
 FACTORS = (0.0, 0.5, 1.0, 2.0)
 
@@ -45,9 +46,7 @@ def history_sensitivity(
         raise ValueError(f"samples must be >= 1 and factors not empty, got {samples} and {list(factors)}")
     was_training = policy.training
     policy.eval()
-    chosen = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))[:max_windows]
-    batch = torch.utils.data.default_collate([windows[int(i)] for i in sorted(chosen.tolist())])
-    batch = batch_to(batch, next(policy.parameters()).device)
+    batch = draw_batch(windows, max_windows, seed, next(policy.parameters()).device)
     obs, action = policy.check_batch(batch)
     state = state_of(obs)
     last = state[:, -1:, index]  # (N, 1, A): the position the chunk moves from
@@ -55,20 +54,17 @@ def history_sensitivity(
     def motion(chunks: torch.Tensor) -> float:  # chunks (N, Ta, A) absolute
         return float((chunks - last).norm(dim=-1).mean())
 
-    rng_state = torch.get_rng_state()
     out: dict[float, float] = {}
     try:
-        for factor in factors:
-            moved = state.clone()
-            moved[..., index] = last + factor * (state[..., index] - last)
-            window = {**obs, "state": moved} if isinstance(obs, dict) else moved
-            torch.manual_seed(seed)
-            out[float(factor)] = (
-                sum(motion(policy.predict_action_chunk(window, batch.get("goal"))) for _ in range(samples))
-                / samples
-            )
+        with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+            for factor in factors:
+                moved = state.clone()
+                moved[..., index] = last + factor * (state[..., index] - last)
+                window = {**obs, "state": moved} if isinstance(obs, dict) else moved
+                torch.manual_seed(seed)
+                chunks = [policy.predict_action_chunk(window, batch.get("goal")) for _ in range(samples)]
+                out[float(factor)] = sum(motion(chunk) for chunk in chunks) / samples
     finally:
-        torch.set_rng_state(rng_state)
         policy.train(was_training)
     base = out.get(1.0)
     return {

@@ -62,7 +62,7 @@ def summarize(episodes: Sequence[dict[str, Any]], num_modes: int | None = None) 
     for key in numeric:
         values = [float(e[key]) for e in episodes if key in e]
         out[f"mean_{key}"] = sum(values) / len(values)
-    lengths = sorted(e["length"] for e in episodes if e.get("success") and "length" in e)
+    lengths = [e["length"] for e in episodes if e.get("success") and "length" in e]
     if lengths:  # how fast a policy succeeds (a slow one times out where a longer limit would not)
         out["median_success_length"] = float(statistics.median(lengths))
     orders = [_hashable(e["order"]) for e in episodes if e.get("success") and "order" in e]

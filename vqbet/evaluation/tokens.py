@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 from vqbet.data import TrajectoryWindows
+from vqbet.evaluation.held_out import draw_batch
 from vqbet.policies import ARPolicy, VQBeTPolicy
-from vqbet.policies.acting import batch_to, state_of, to_relative
+from vqbet.policies.acting import state_of, to_relative
 from vqbet.policies.ar import IGNORE
 
 
@@ -43,10 +44,7 @@ def token_diagnostics(
         raise ValueError(f"token diagnostics need an 'ar' or 'vqbet' policy, got {policy.name!r}")
     was_training, temperature = policy.training, policy.config.temperature
     policy.eval()
-    chosen = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))[:max_windows]
-    batch = torch.utils.data.default_collate([windows[int(i)] for i in sorted(chosen.tolist())])
-    device = next(policy.parameters()).device
-    batch = batch_to(batch, device)
+    batch = draw_batch(windows, max_windows, seed, next(policy.parameters()).device)
     obs, action = policy.check_batch(batch)
     c = policy.config
     chunks = to_relative(action[:, -1], state_of(obs)[:, -1], c.action_relative_to)
@@ -70,17 +68,14 @@ def token_diagnostics(
         policy.config.temperature = 0.0
         greedy = policy.predict_action_chunk(obs, batch.get("goal"))
         policy.config.temperature = temperature
-        rng_state = torch.get_rng_state()
-        torch.manual_seed(seed)
-        try:
+        with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+            torch.manual_seed(seed)
             errors = torch.stack(
                 [
                     (policy.predict_action_chunk(obs, batch.get("goal")) - action[:, -1]).abs().mean((1, 2))
                     for _ in range(samples)
                 ]
             )  # (samples, N)
-        finally:
-            torch.set_rng_state(rng_state)
     finally:
         policy.config.temperature = temperature
         policy.train(was_training)
