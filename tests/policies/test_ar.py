@@ -60,16 +60,43 @@ def test_the_key_value_cache_gives_the_full_pass_token_by_token():
     torch.testing.assert_close(torch.cat(parts, dim=1), gpt(x), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="positions up to 10 exceed block_size 9"):
         gpt.forward_cached(x[:, :1], cache, 9)
-    # The lean one-token step: the same features from a prefill, and the same keys and values.
-    lean = gpt.new_cache(3, x.device, x.dtype)
-    steps = [gpt.forward_cached(x[:, :4], lean, 0)] + [
-        gpt.decode(x[:, i], lean, i)[:, None] for i in range(4, 9)
-    ]
+    # The lean one-token steps: the same features from a prefill, and the same keys and values.
+    decoder = gpt.decoder(3, x.device, x.dtype)
+    steps = [decoder.prefill(x[:, :4])] + [decoder.step(x[:, i])[:, None] for i in range(4, 9)]
     torch.testing.assert_close(torch.cat(steps, dim=1), gpt(x), rtol=1e-5, atol=1e-6)
-    for ours, theirs in zip(lean, cache, strict=True):
+    for ours, theirs in zip(decoder.cache, cache, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="position 9 exceeds block_size 9"):
-        gpt.decode(x[:, 0], lean, 9)
+        decoder.step(x[:, 0])
+    with pytest.raises(ValueError, match="made for 3 rows, got 2"):
+        decoder.prefill(x[:2, :4])
+
+
+def test_the_decoder_is_kept_and_follows_weight_changes():
+    """A decoder keeps its cache and weight layout across sequences, and lays the weights out
+    again after an optimizer step or a load, so it never decodes with stale weights."""
+    torch.manual_seed(0)
+    gpt = GPT(block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0).eval()
+    x = torch.randn(2, 8, 16)
+
+    def decoded() -> torch.Tensor:
+        decoder = gpt.decoder(2, x.device, x.dtype)
+        first = decoder.prefill(x[:, :3])
+        return torch.cat([first, *(decoder.step(x[:, i])[:, None] for i in range(3, 8))], dim=1)
+
+    torch.testing.assert_close(decoded(), gpt(x), rtol=1e-5, atol=1e-6)
+    assert gpt.decoder(2, x.device, x.dtype) is gpt.decoder(2, x.device, x.dtype)
+    assert gpt.decoder(1, x.device, x.dtype) is not gpt.decoder(2, x.device, x.dtype)
+    optimizer = torch.optim.SGD(gpt.parameters(), lr=0.5)
+    gpt(x).square().mean().backward()
+    optimizer.step()
+    torch.testing.assert_close(decoded(), gpt(x), rtol=1e-5, atol=1e-6)
+    other = GPT(block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0).eval()
+    gpt.load_state_dict(other.state_dict())
+    torch.testing.assert_close(decoded(), other(x), rtol=1e-5, atol=1e-6)
+    for batch in range(3, 9):  # only the last four (batch, device, dtype) are kept
+        gpt.decoder(batch, x.device, x.dtype)
+    assert len(gpt._decoders) == 4
 
 
 def teacher_forced(policy: ARPolicy, observed: torch.Tensor, targets: torch.Tensor):

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqbet.nn.decoding import Decoder, WeightLayout
+
 
 class Dropout(nn.Dropout):
     """nn.Dropout with a cheaper CPU mask. nn.Dropout's `bernoulli_` (as `rand_like`) draws one
@@ -67,7 +69,7 @@ class CausalSelfAttention(nn.Module):
     def forward_cached(self, x: Tensor, cache: Tensor, start: int) -> Tensor:
         """x (B, t, C), the tokens at positions start .. start + t - 1 -> (B, t, C); `cache` (B, 2,
         nh, block_size, hs), keys then values, holds positions < start and gets these written in.
-        Autoregressive decoding then runs each new token alone against the cached prefix (`decode`)."""
+        Autoregressive decoding then runs each new token alone against the cached prefix (`Decoder`)."""
         b, t, c = x.shape
         hs = c // self.n_head
         qkv = self.qkv(x)
@@ -78,17 +80,6 @@ class CausalSelfAttention(nn.Module):
         mask = None if t == 1 else torch.ones(t, end, dtype=torch.bool, device=x.device).tril(start)
         y = F.scaled_dot_product_attention(q, cache[:, 0, :, :end], cache[:, 1, :, :end], attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
-
-    def decode(self, x: Tensor, cache: Tensor, pos: int) -> Tensor:
-        """`forward_cached` for one token per row, x (B, C) at position `pos` -> (B, C), eval mode:
-        functional calls on the layers' weights, since at batch 1 a decoding step is ~45 small
-        operations and the module calls, splits and transposes around them cost as much as they do."""
-        b, c = x.shape
-        qkv = F.linear(x, self.qkv.weight, self.qkv.bias)
-        cache[:, :, :, pos] = qkv[:, c:].view(b, 2, self.n_head, c // self.n_head)
-        q = qkv[:, :c].view(b, self.n_head, 1, c // self.n_head)
-        y = F.scaled_dot_product_attention(q, cache[:, 0, :, : pos + 1], cache[:, 1, :, : pos + 1])
-        return F.linear(y.view(b, c), self.proj.weight, self.proj.bias)
 
     def _explicit_attention(self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None = None) -> Tensor:
         """Causal attention (B, nh, T, hs) x3 -> (B, nh, T, hs) as bmm, softmax, bmm (`allowed`
@@ -137,13 +128,6 @@ class Block(nn.Module):
         x = x + self.attn.forward_cached(self.ln_1(x), cache, start)
         return x + self.mlp(self.ln_2(x))
 
-    def decode(self, x: Tensor, cache: Tensor, pos: int) -> Tensor:
-        """x (B, C), one token per row at position `pos` -> (B, C) (see `CausalSelfAttention.decode`)."""
-        ln_1, ln_2, fc, proj = self.ln_1, self.ln_2, self.mlp.fc, self.mlp.proj
-        x = x + self.attn.decode(F.layer_norm(x, ln_1.normalized_shape, ln_1.weight, ln_1.bias), cache, pos)
-        h = F.layer_norm(x, ln_2.normalized_shape, ln_2.weight, ln_2.bias)
-        return x + F.linear(F.gelu(F.linear(h, fc.weight, fc.bias)), proj.weight, proj.bias)
-
     def forward(self, x: Tensor, last_only: bool = False, allowed: Tensor | None = None) -> Tensor:
         y = self.attn(self.ln_1(x), last_only, allowed)
         x = (x[:, -1:] if last_only else x) + y
@@ -160,6 +144,8 @@ class GPT(nn.Module):
         self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList([Block(n_embd, n_head, dropout) for _ in range(n_layer)])
         self.ln_f = nn.LayerNorm(n_embd)
+        self._decoders: dict[tuple[int, torch.device, torch.dtype], Decoder] = {}
+        self._layout = WeightLayout()
         self.apply(self._init_weights)
         nn.init.normal_(self.pos, std=0.02)
         # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer).
@@ -207,7 +193,7 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def new_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[Tensor]:
-        """Empty key and value buffers for `forward_cached` and `decode`: per block, one
+        """Empty key and value buffers for `forward_cached` and `Decoder`: per block, one
         (B, 2, nh, block_size, hs) tensor, keys then values (one copy writes both)."""
         out = []
         for block in self.blocks:
@@ -228,14 +214,20 @@ class GPT(nn.Module):
             x = block.forward_cached(x, layer_cache, start)
         return self.ln_f(x)
 
-    def decode(self, token: Tensor, cache: list[Tensor], pos: int) -> Tensor:
-        """One decoding step in eval mode: token embeddings (B, C) at position `pos` -> features
-        (B, C), equal to `forward_cached(token[:, None], cache, pos)[:, 0]` at a fraction of its
-        per-token overhead (what autoregressive acting at batch 1 is made of)."""
-        if pos >= self.block_size:
-            raise ValueError(f"GPT: position {pos} exceeds block_size {self.block_size}")
-        x = token + self.pos[0, pos]
-        for block, layer_cache in zip(self.blocks, cache, strict=True):
-            x = block.decode(x, layer_cache, pos)
-        ln_f = self.ln_f
-        return F.layer_norm(x, ln_f.normalized_shape, ln_f.weight, ln_f.bias)
+    def decoding_weights(self) -> list[tuple[Tensor, ...]]:
+        """The blocks' weights laid out for `Decoder` (`WeightLayout`), made again only after a
+        parameter changed."""
+        return self._layout.of(self)
+
+    def decoder(self, batch: int, device: torch.device, dtype: torch.dtype) -> Decoder:
+        """A `Decoder` for `batch` rows (eval mode): one per (batch, device, dtype), kept with
+        its cache and weight layout for the next sequences (the last four kept)."""
+        if torch.compiler.is_compiling():
+            return Decoder(self, batch, device, dtype)
+        key = (batch, torch.device(device), dtype)
+        kept = self._decoders
+        decoder = kept.pop(key, None) or Decoder(self, batch, device, dtype)
+        kept[key] = decoder  # most recent last
+        while len(kept) > 4:
+            kept.pop(next(iter(kept)))
+        return decoder

@@ -10,8 +10,8 @@ With `target_steps` K > 1, training also learns the chunks of the window's K - 1
 last (as VQ-BeT's heads learn at every step): the sequence is [o_1 .. o_To, then K blocks of BOS,
 y_1 .. y_{n-1}], each block attending to the observations up to its step and to itself, at the
 positions acting gives the tokens after the whole window.
-Acting prefills the observations and BOS (`GPT.forward_cached`), then runs each new token alone
-against the key/value cache (`GPT.decode`), sampling at `temperature` (0: greedy) within the
+Acting prefills the observations and BOS, then runs each new token alone against the key/value
+cache (`vqbet.nn.decoding.Decoder`), sampling at `temperature` (0: greedy) within the
 `top_p` nucleus.
 
 Offset (`offset`, on by default). Tokens alone act on the chunk their decode gives, which is only as
@@ -298,9 +298,9 @@ class ARPolicy(TokenizedPolicy):
         for each row's sequence, else None)."""
         c = self.config
         b = observed.shape[0]
-        cache = self.gpt.new_cache(b, observed.device, observed.dtype)
+        decoder = self.gpt.decoder(b, observed.device, observed.dtype)
         begin = self.token_embed(torch.full((b, 1), self.vocab + 1, device=observed.device))
-        h = self.gpt.forward_cached(torch.cat([self.obs_embed(observed), begin], dim=1), cache, 0)[:, -1]
+        h = decoder.prefill(torch.cat([self.obs_embed(observed), begin], dim=1))[:, -1]
         end = torch.full((b,), self.vocab, device=observed.device)
         done = torch.zeros(b, dtype=torch.bool, device=observed.device)
         tokens, outputs = [], []  # each token and the output that predicted it
@@ -326,7 +326,7 @@ class ARPolicy(TokenizedPolicy):
             outputs.append(h)
             if i == self.steps - 1 or (self.variable and bool(done.all())):
                 break
-            h = self.gpt.decode(F.embedding(token, self.token_embed.weight), cache, c.obs_window + 1 + i)
+            h = decoder.step(F.embedding(token, self.token_embed.weight))
         sampled = torch.stack(tokens, dim=1)
         if self.offset_head is None:
             return sampled, None
