@@ -9,9 +9,10 @@ measured in the same run.
 `--ar-tokens-only` builds the autoregressive rows without their offset (one decoding step and the
 offset MLP fewer).
 
-Per row: tokens per chunk (the tokenizer's mean on the data; what the policy emitted when
-acting), training samples/s (batch 64), and the median ms of `predict_action_chunk` at batch 1
-(greedy), measured in alternating pairs with the reference row's (this VM's speed drifts).
+Per row: tokens per chunk (the tokenizer's mean on the data; the mean the policy emitted when
+acting on 1 in 97 windows; the timed chunk's, the first of them), training samples/s (batch 64),
+and the median ms of `predict_action_chunk` at batch 1 (greedy), measured in alternating pairs
+with the reference row's (this VM's speed drifts).
 The transformer is the policy config's default (4 layers, 4 heads, 128 wide) for every row.
 """
 
@@ -113,8 +114,8 @@ def main() -> None:
     reference, ref_rate = trained("vqbet", "rvq", windows, args.steps, args.fit_steps)
     obs = torch.from_numpy(np.stack([np.asarray(windows[i]["obs"]) for i in range(0, len(windows), 97)]))
     print(
-        "| policy | tokenizer | tokens per chunk (data / acting) | train samples/s | acting ms, batch 1 "
-        "| VQ-BeT + rvq ms (same pairs) | / VQ-BeT + rvq |"
+        "| policy | tokenizer | tokens per chunk (data / emitted / timed chunk) | train samples/s "
+        "| acting ms, batch 1 | VQ-BeT + rvq ms (same pairs) | / VQ-BeT + rvq |"
     )
     print("|---|---|---|---|---|---|---|")
     for family, tokenizer in rows:
@@ -136,7 +137,8 @@ def main() -> None:
                 tokens = policy._sample(policy.observe(obs))[0]
             ended = tokens == policy.vocab  # FAST's end token (never emitted by fixed-length rows)
             lengths = torch.where(ended.any(1), ended.int().argmax(1), tokens.shape[1])
-            emitted = f"{lengths.float().mean():.1f}"
+            # The timed chunk is the first observation's (greedy: the same tokens every call).
+            emitted = f"{lengths.float().mean():.1f} / {int(lengths[0])}"
         ref_ms, ms, ratio = alternating_pairs(
             lambda: call_ms(reference.predict_action_chunk, obs[:1], args.calls),
             lambda p=policy: call_ms(p.predict_action_chunk, obs[:1], args.calls),

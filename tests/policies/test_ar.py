@@ -74,7 +74,7 @@ def test_the_key_value_cache_gives_the_full_pass_token_by_token():
 
 def test_the_decoder_is_kept_and_follows_weight_changes():
     """A decoder keeps its cache and weight layout across sequences, and lays the weights out
-    again after an optimizer step or a load, so it never decodes with stale weights."""
+    again after an optimizer step, a load or a parameter replaced, never decoding with stale ones."""
     torch.manual_seed(0)
     gpt = GPT(block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0).eval()
     x = torch.randn(2, 8, 16)
@@ -94,9 +94,28 @@ def test_the_decoder_is_kept_and_follows_weight_changes():
     other = GPT(block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0).eval()
     gpt.load_state_dict(other.state_dict())
     torch.testing.assert_close(decoded(), other(x), rtol=1e-5, atol=1e-6)
+    gpt.blocks[0].mlp.fc.weight = torch.nn.Parameter(torch.randn(64, 16))  # a new object, not a write
+    torch.testing.assert_close(decoded(), gpt(x), rtol=1e-5, atol=1e-6)
     for batch in range(3, 9):  # only the last four (batch, device, dtype) are kept
         gpt.decoder(batch, x.device, x.dtype)
     assert len(gpt._decoders) == 4
+
+
+def test_an_export_after_training_on_takes_the_weights_as_they_are_then(tmp_path):
+    """The decoding layout kept from acting before more training must not reach the program:
+    export pins the layout of the weights it exports, and the program acts as the eager policy."""
+    from vqbet.policies.export import ExportedPolicy
+
+    policy, windows, _ = trained("rvq", steps=5, temperature=0.0)
+    obs = torch.from_numpy(np.stack([np.asarray(windows[i]["obs"]) for i in range(0, 40, 5)]))
+    before = policy.predict_action_chunk(obs)  # lays the weights out for decoding
+    with torch.no_grad():
+        for p in policy.gpt.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    acting = ExportedPolicy.load(policy.export(tmp_path / "deploy", max_batch=16))  # no acting between
+    after = policy.predict_action_chunk(obs)
+    assert not torch.allclose(after, before)  # the change reached the eager policy's decoding
+    assert torch.equal(acting.predict_action_chunk(obs.numpy()), after)
 
 
 def teacher_forced(policy: ARPolicy, observed: torch.Tensor, targets: torch.Tensor):

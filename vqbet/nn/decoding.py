@@ -8,15 +8,14 @@ decodes, its cache buffer and each step's views into it, and the layers' weights
 for `addmm` (rebuilt when a weight changes: an optimizer step, `load_state_dict`, `.to`). GELU is
 `erf` and two in-place operations, its scales folded into the weights around it (the MLP's
 hidden layer comes out divided by sqrt 2), since torch's CPU `gelu` costs ~15 us a call at this
-size where `erf` costs ~1.5. Traced
-(`torch.export`), a program takes the layout last made eagerly as its constants
-(`WeightLayout`), and so computes what the eager policy does, bit for bit.
+size where `erf` costs ~1.5. An exported program takes the layout pinned before tracing as its
+constants (`WeightLayout`), and so computes what the eager policy does, bit for bit.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,11 +39,23 @@ def _count_registration(module: nn.Module, name: str, param: nn.Parameter | None
 register_module_parameter_registration_hook(_count_registration)
 
 
-def _lay_out(gpt: GPT) -> list[tuple[Tensor, ...]]:
-    """Per block, its weights as `Decoder._run` reads them."""
+class Layout(NamedTuple):
+    """A GPT's tensors as `Decoder._run` reads them (no module attribute lookups in the loop)."""
+
+    blocks: list[tuple[Any, ...]]
+    """Per block: LayerNorm 1, W_qkv^T, b_qkv, W_proj^T, b_proj, LayerNorm 2, the MLP's (scaled),
+    heads, LayerNorm eps."""
+    pos: Tensor
+    """Position embeddings (1, block_size, C): the parameter itself."""
+    final: tuple[Tensor, Tensor, float]
+    """The final LayerNorm's weight, bias and eps."""
+
+
+@torch.no_grad()  # acting only: the laid-out copies are constants, not parameters
+def _lay_out(gpt: GPT) -> Layout:
     # For x (B, in) @ W^T: a contiguous W^T reads rows in order (~30% faster at batch 1).
     lay = lambda w: w.t().contiguous()  # noqa: E731
-    return [
+    blocks = [
         (
             b.ln_1.weight,
             b.ln_1.bias,
@@ -58,41 +69,51 @@ def _lay_out(gpt: GPT) -> list[tuple[Tensor, ...]]:
             b.mlp.fc.bias * _SQRT_HALF,
             lay(b.mlp.proj.weight) * _SQRT_HALF,  # GELU(h) = (h / sqrt 2)(1 + erf(h / sqrt 2)) / sqrt 2
             b.mlp.proj.bias,
+            b.attn.n_head,
+            b.ln_1.eps,
         )
         for b in gpt.blocks
     ]
+    return Layout(blocks, gpt.pos, (gpt.ln_f.weight, gpt.ln_f.bias, gpt.ln_f.eps))
 
 
 class WeightLayout:
     """A GPT's weights laid out for decoding, kept while its parameters stay as they are: made
     again after an in-place change (optimizer step, `load_state_dict`, EMA), new storage (`.to`)
-    or a parameter replaced. Traced (`torch.export`), the layout last made eagerly is used as
-    the program's constants, so the program computes what the eager policy does; with none, it is
-    made in the graph on every call."""
+    or a parameter replaced. Traced, the layout is made in the graph from the parameters, except
+    under `torch.export` after `pin`: the pinned layout is then the program's constants (no
+    transposes on every call), so it computes what the eager policy does, bit for bit."""
 
     def __init__(self) -> None:
-        self.weights: list[tuple[Tensor, ...]] = []
+        self.weights: Layout | None = None
+        self.pinned: Layout | None = None
         self._params: list[nn.Parameter] = []
         self._registrations = -1
         self._key: tuple[tuple[int, int], ...] = ()
 
-    def of(self, gpt: GPT) -> list[tuple[Tensor, ...]]:
+    def of(self, gpt: GPT) -> Layout:
         if torch.compiler.is_compiling():
-            fresh = self.weights and self.weights[0][2].device == gpt.pos.device
-            return self.weights if fresh else _lay_out(gpt)
+            # (torch < 2.6 has no is_exporting: its programs lay the weights out on each call)
+            exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+            pinned = self.pinned is not None and exporting
+            return self.pinned if pinned else _lay_out(gpt)
         if self._registrations != _registrations:  # walking the modules costs ~100 us: rarely
             self._params, self._registrations = list(gpt.parameters()), _registrations
         key = tuple((p.data_ptr(), p._version) for p in self._params)
-        if key != self._key:
+        if key != self._key or self.weights is None:
             self.weights, self._key = _lay_out(gpt), key
         return self.weights
+
+    def pin(self, gpt: GPT) -> None:
+        """Before `torch.export` traces `gpt` as it is now: the program takes this layout."""
+        self.pinned = self.of(gpt)
 
 
 class Decoder:
     """Decodes `batch` rows of a GPT: `prefill` the first tokens (B, t, C), then `step` one token
     per row (B, C) at a time; both return features after the final LayerNorm. Positions count up
-    from the prefill. Eval mode only (no dropout). Equal to `GPT.forward` on the whole sequence up
-    to float rounding."""
+    from the prefill. Eval mode only (no dropout, no gradients to the weights). Equal to
+    `GPT.forward` on the whole sequence up to float rounding."""
 
     def __init__(self, gpt: GPT, batch: int, device: torch.device, dtype: torch.dtype) -> None:
         self.gpt = gpt
@@ -100,7 +121,7 @@ class Decoder:
         self.cache = gpt.new_cache(batch, device, dtype)
         self.position = 0
         self._views: dict[tuple[int, int], list[tuple[Tensor, Tensor, Tensor]]] = {}
-        self._weights: list[tuple[Tensor, ...]] = []
+        self._layout: Layout | None = None
 
     def _views_at(self, start: int, t: int) -> list[tuple[Tensor, Tensor, Tensor]]:
         """Per block: where the keys and values of positions start .. start + t - 1 go (B, 2, nh,
@@ -116,35 +137,33 @@ class Decoder:
     def _run(self, x: Tensor, start: int) -> Tensor:
         """Embeddings (B, t, C) at positions start .. start + t - 1, t = 1 or start = 0 -> features
         (B, t, C); their keys and values written to the cache."""
-        gpt = self.gpt
         b, t, c = x.shape
-        if start + t > gpt.block_size:
-            raise ValueError(f"GPT: position {start + t - 1} exceeds block_size {gpt.block_size}")
-        x = (x + gpt.pos[0, start : start + t]).view(b * t, c)
+        if start + t > self.gpt.block_size:
+            raise ValueError(f"GPT: position {start + t - 1} exceeds block_size {self.gpt.block_size}")
+        blocks, pos, (final_w, final_b, final_eps) = self._layout
+        x = (x + pos[0, start : start + t]).view(b * t, c)
         shape = (c,)
-        for block, weights, (write, keys, values) in zip(
-            gpt.blocks, self._weights, self._views_at(start, t), strict=True
-        ):
-            ln1_w, ln1_b, qkv_t, qkv_b, proj_t, proj_b, ln2_w, ln2_b, fc_t, fc_b, out_t, out_b = weights
-            nh = block.attn.n_head
-            qkv = torch.addmm(qkv_b, F.layer_norm(x, shape, ln1_w, ln1_b), qkv_t)
+        for weights, (write, keys, values) in zip(blocks, self._views_at(start, t), strict=True):
+            ln1_w, ln1_b, qkv_t, qkv_b, proj_t, proj_b, ln2_w, ln2_b, fc_t, fc_b, out_t, out_b, nh, eps = (
+                weights
+            )
+            qkv = torch.addmm(qkv_b, torch.layer_norm(x, shape, ln1_w, ln1_b, eps), qkv_t)
             write.copy_(qkv[:, c:].view(b, t, 2, nh, c // nh).permute(0, 2, 3, 1, 4))
             q = qkv[:, :c].view(b, t, nh, c // nh).transpose(1, 2)
             # A prefill starts at 0, so its queries and keys are the same positions: causal.
             y = F.scaled_dot_product_attention(q, keys, values, is_causal=t > 1)
             x = torch.addmm(x, y.transpose(1, 2).reshape(b * t, c), proj_t).add_(proj_b)
-            h = torch.addmm(fc_b, F.layer_norm(x, shape, ln2_w, ln2_b), fc_t)
+            h = torch.addmm(fc_b, torch.layer_norm(x, shape, ln2_w, ln2_b, eps), fc_t)
             x = torch.addmm(x, torch.erf(h).add_(1.0).mul_(h), out_t).add_(out_b)
         self.position = start + t
-        ln_f = gpt.ln_f
-        return F.layer_norm(x, shape, ln_f.weight, ln_f.bias).view(b, t, c)
+        return torch.layer_norm(x, shape, final_w, final_b, final_eps).view(b, t, c)
 
     def prefill(self, tokens: Tensor) -> Tensor:
         """Token embeddings (B, t, C) at positions 0 .. t-1 -> features (B, t, C); starts a new
         sequence (what the cache held before is overwritten as positions are reached)."""
         if tokens.shape[0] != self.batch:
             raise ValueError(f"Decoder: made for {self.batch} rows, got {tokens.shape[0]}")
-        self._weights = self.gpt.decoding_weights()
+        self._layout = self.gpt.decoding_weights()
         return self._run(tokens, 0)
 
     def step(self, token: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqbet.nn.decoding import Decoder, WeightLayout
+from vqbet.nn.decoding import Decoder, Layout, WeightLayout
 
 
 class Dropout(nn.Dropout):
@@ -214,10 +214,14 @@ class GPT(nn.Module):
             x = block.forward_cached(x, layer_cache, start)
         return self.ln_f(x)
 
-    def decoding_weights(self) -> list[tuple[Tensor, ...]]:
+    def decoding_weights(self) -> Layout:
         """The blocks' weights laid out for `Decoder` (`WeightLayout`), made again only after a
         parameter changed."""
         return self._layout.of(self)
+
+    def pin_decoding_weights(self) -> None:
+        """Before `torch.export`: the program's decoding takes the weights as they are now."""
+        self._layout.pin(self)
 
     def decoder(self, batch: int, device: torch.device, dtype: torch.dtype) -> Decoder:
         """A `Decoder` for `batch` rows (eval mode): one per (batch, device, dtype), kept with

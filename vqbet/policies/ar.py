@@ -395,6 +395,9 @@ class ARPolicy(TokenizedPolicy):
     def count_fallback(self, rows: int) -> None:
         self._decode_stats["fallback"] += rows
 
+    def before_export(self) -> None:
+        self.gpt.pin_decoding_weights()
+
     def export(self, path: Any, **options: Any) -> Path:
         if self.variable:
             raise ValueError(

@@ -335,6 +335,10 @@ class Policy(ChunkActing, nn.Module):
 
         return export_policy(self, path, max_batch=max_batch, compiled=compiled, overwrite=overwrite)
 
+    def before_export(self) -> None:
+        """Called on the copy that `export` traces, before tracing: a family that keeps state
+        for acting (the token policy's decoding weights) fixes it here. Nothing by default."""
+
     @classmethod
     def _from_meta(cls, config: PolicyConfig, meta: dict[str, Any], source: str) -> Policy:
         """An unfitted policy of this family shaped like the checkpoint `meta` describes."""

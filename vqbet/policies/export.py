@@ -91,11 +91,8 @@ def export_policy(
     if goal_dim:
         args += (torch.zeros(2, goal_dim),)
         shapes["goal"] = {0: batch}
+    acting.before_export()
     with torch.no_grad():
-        with torch.random.fork_rng():
-            # One eager call first: what acting keeps between calls (the token policy's decoding
-            # weights, vqbet.nn.decoding) is then fresh when the program is traced with it.
-            _ChunkProgram(acting)(*args)
         program = torch.export.export(_ChunkProgram(acting), args, dynamic_shapes=shapes)
 
     interface = {
