@@ -6,9 +6,9 @@ around them (module calls, slicing the cache, a 3 MB weight read laid out for th
 the product) costs as much as the arithmetic. A `Decoder` therefore keeps, across the chunks it
 decodes, its cache buffer and each step's views into it, and the layers' weights transposed
 for `addmm` (rebuilt when a weight changes: an optimizer step, `load_state_dict`, `.to`). GELU is
-`erf` and two in-place operations, its scales folded into the weights around it (the MLP's
-hidden layer comes out divided by sqrt 2), since torch's CPU `gelu` costs ~15 us a call at this
-size where `erf` costs ~1.5. An exported program takes the layout pinned before tracing as its
+`erf` and one `addcmul`, its scales folded into the weights around it (the MLP's hidden layer
+comes out divided by sqrt 2), since torch's CPU `gelu` costs ~15 us a call at this size where
+those two cost ~3. An exported program takes the layout pinned before tracing as its
 constants (`WeightLayout`), and so computes what the eager policy does, bit for bit.
 """
 
@@ -154,7 +154,7 @@ class Decoder:
             y = F.scaled_dot_product_attention(q, keys, values, is_causal=t > 1)
             x = torch.addmm(x, y.transpose(1, 2).reshape(b * t, c), proj_t).add_(proj_b)
             h = torch.addmm(fc_b, torch.layer_norm(x, shape, ln2_w, ln2_b, eps), fc_t)
-            x = torch.addmm(x, torch.erf(h).add_(1.0).mul_(h), out_t).add_(out_b)
+            x = torch.addmm(x, torch.addcmul(h, h, torch.erf(h)), out_t).add_(out_b)  # h (1 + erf h)
         self.position = start + t
         return torch.layer_norm(x, shape, final_w, final_b, final_eps).view(b, t, c)
 
