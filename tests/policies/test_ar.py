@@ -4,6 +4,7 @@ sequences are drawn again then fall back by the documented rule and are counted,
 keep FAST's vocabulary, and what cannot export says so."""
 
 import dataclasses
+import threading
 
 import numpy as np
 import pytest
@@ -96,9 +97,14 @@ def test_the_decoder_is_kept_and_follows_weight_changes():
     torch.testing.assert_close(decoded(), other(x), rtol=1e-5, atol=1e-6)
     gpt.blocks[0].mlp.fc.weight = torch.nn.Parameter(torch.randn(64, 16))  # a new object, not a write
     torch.testing.assert_close(decoded(), gpt(x), rtol=1e-5, atol=1e-6)
-    for batch in range(3, 9):  # only the last four (batch, device, dtype) are kept
+    for batch in range(3, 9):  # only the last four (batch, device, dtype, thread) are kept
         gpt.decoder(batch, x.device, x.dtype)
     assert len(gpt._decoders) == 4
+    elsewhere = []  # another thread acting at once decodes into a cache of its own
+    thread = threading.Thread(target=lambda: elsewhere.append(gpt.decoder(2, x.device, x.dtype)))
+    thread.start()
+    thread.join()
+    assert elsewhere[0] is not gpt.decoder(2, x.device, x.dtype)
 
 
 def test_an_export_after_training_on_takes_the_weights_as_they_are_then(tmp_path):

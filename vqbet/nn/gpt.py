@@ -4,6 +4,8 @@ Reads top to bottom, smallest part first."""
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -144,7 +146,7 @@ class GPT(nn.Module):
         self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList([Block(n_embd, n_head, dropout) for _ in range(n_layer)])
         self.ln_f = nn.LayerNorm(n_embd)
-        self._decoders: dict[tuple[int, torch.device, torch.dtype], Decoder] = {}
+        self._decoders: dict[tuple[int, torch.device, torch.dtype, int], Decoder] = {}
         self._layout = WeightLayout()
         self.apply(self._init_weights)
         nn.init.normal_(self.pos, std=0.02)
@@ -224,11 +226,12 @@ class GPT(nn.Module):
         self._layout.pin(self)
 
     def decoder(self, batch: int, device: torch.device, dtype: torch.dtype) -> Decoder:
-        """A `Decoder` for `batch` rows (eval mode): one per (batch, device, dtype), kept with
-        its cache and weight layout for the next sequences (the last four kept)."""
+        """A `Decoder` for `batch` rows (eval mode): one per (batch, device, dtype, thread), kept
+        with its cache for the next sequences (the last four kept); threads acting at once each
+        get their own."""
         if torch.compiler.is_compiling():
             return Decoder(self, batch, device, dtype)
-        key = (batch, torch.device(device), dtype)
+        key = (batch, torch.device(device), dtype, threading.get_ident())
         kept = self._decoders
         decoder = kept.pop(key, None) or Decoder(self, batch, device, dtype)
         kept[key] = decoder  # most recent last
