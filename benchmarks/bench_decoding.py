@@ -15,12 +15,9 @@ compute the same features (checked before timing).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
-from harness import alternating_pairs
+from harness import alternating_pairs, call_ms
 
 from vqbet.nn.gpt import GPT
 
@@ -41,16 +38,6 @@ def reference_chunk(gpt: GPT, prefix: torch.Tensor, token: torch.Tensor, n: int)
     for i in range(n - 1):
         out = gpt.forward_cached((token + out)[:, None], cache, prefix.shape[1] + i)[:, 0]
     return out
-
-
-def chunk_ms(decode_chunk: Callable[..., torch.Tensor], args: tuple, calls: int) -> float:
-    """Median ms of `decode_chunk(*args)` over `calls` calls after 3 warm-up calls."""
-    times = []
-    for _ in range(calls + 3):
-        start = time.perf_counter()
-        decode_chunk(*args)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times[3:])
 
 
 def main() -> None:
@@ -84,11 +71,11 @@ def main() -> None:
                     decoder_chunk(*inputs), reference_chunk(*inputs), rtol=1e-4, atol=1e-5
                 )
                 ours, ref, ratio = alternating_pairs(
-                    lambda inputs=inputs: chunk_ms(decoder_chunk, inputs, args.calls),
-                    lambda inputs=inputs: chunk_ms(reference_chunk, inputs, args.calls),
+                    lambda inputs=inputs: call_ms(lambda a: decoder_chunk(*a), inputs, args.calls),
+                    lambda inputs=inputs: call_ms(lambda a: reference_chunk(*a), inputs, args.calls),
                     args.pairs,
                 )
-                prefill = chunk_ms(decoder_chunk, (gpt, prefix, token, 1), args.calls)
+                prefill = call_ms(lambda a: decoder_chunk(*a), (gpt, prefix, token, 1), args.calls)
                 per_step = f"{1000 * (ours - prefill) / (n - 1):.0f}" if n > 1 else "-"
                 print(f"| {batch} | {n} | {ours:.2f} | {ref:.2f} | {per_step} | {ratio:.2f} |")
 

@@ -100,7 +100,7 @@ class WeightLayout:
         if self._registrations != _registrations:  # walking the modules costs ~100 us: rarely
             self._params, self._registrations = list(gpt.parameters()), _registrations
         key = tuple((p.data_ptr(), p._version) for p in self._params)
-        if key != self._key or self.weights is None:
+        if key != self._key:
             self.weights, self._key = _lay_out(gpt), key
         return self.weights
 
@@ -130,8 +130,7 @@ class Decoder:
         if views is None:
             end = start + t
             views = [(c[:, :, :, start:end], c[:, 0, :, :end], c[:, 1, :, :end]) for c in self.cache]
-            if not torch.compiler.is_compiling():
-                self._views[start, t] = views
+            self._views[start, t] = views  # (traced, a decoder lives for one call: `GPT.decoder`)
         return views
 
     def _run(self, x: Tensor, start: int) -> Tensor:
