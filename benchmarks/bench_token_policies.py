@@ -7,7 +7,8 @@ measured in the same run.
     python benchmarks/bench_token_policies.py datasets/pusht.hdf5 --obs-window 5 --chunk 5 --steps 100
 
 `--ar-tokens-only` builds the autoregressive rows without their offset (one decoding step and the
-offset MLP fewer).
+offset MLP fewer). A row may set its tokenizer's fields after a second colon, e.g.
+`--rows ar:fast ar:fast:scale=2`: FAST at a coarser scale, fewer tokens a chunk.
 
 Per row: tokens per chunk (the tokenizer's mean on the data; the mean the policy emitted when
 acting on 1 in 97 windows; the timed chunk's, the first of them), training samples/s (batch 64),
@@ -46,10 +47,17 @@ ROWS = [("vqbet", t) for t in ("rvq", "fsq", "kmeans", "bins")] + [("ar", t) for
 
 
 def trained(
-    family: str, tokenizer: str, windows: TrajectoryWindows, steps: int, fit_steps: int, **extra: Any
+    family: str,
+    tokenizer: str,
+    windows: TrajectoryWindows,
+    steps: int,
+    fit_steps: int,
+    tokenizer_fields: dict[str, float] | None = None,
+    **extra: Any,
 ) -> tuple[Policy, float]:
-    """A policy (its config's defaults, then `extra` fields) after phase 1 and `steps` phase-2
-    steps (batch 64, lr 1e-3), and its samples/s."""
+    """A policy (its config's defaults, then `extra` fields; the tokenizer at `TOKENIZERS`, then
+    `tokenizer_fields`) after phase 1 and `steps` phase-2 steps (batch 64, lr 1e-3), and its
+    samples/s."""
     torch.manual_seed(0)
     data = windows.data
     fields = dict(
@@ -60,7 +68,9 @@ def trained(
         temperature=0.0,
         **extra,
     )
-    policy = policy_class(family).build(fields, {"name": tokenizer, **TOKENIZERS[tokenizer]})
+    policy = policy_class(family).build(
+        fields, {"name": tokenizer, **TOKENIZERS[tokenizer], **(tokenizer_fields or {})}
+    )
     policy.fit_statistics(windows, seed=0, tokenizer_fit=TokenizerFitConfig(steps=fit_steps), progress=False)
     policy.freeze_statistics()
     policy.train()
@@ -88,6 +98,21 @@ def tokens_per_chunk(policy: Policy, windows: TrajectoryWindows) -> float:
     return float(tokenizer.encode(chunks)[1].float().mean())
 
 
+def parse_row(row: str) -> tuple[str, str, dict[str, float]]:
+    """ "family:tokenizer[:field=value,...]" -> (family, tokenizer, tokenizer fields)."""
+    family, tokenizer, *rest = row.split(":")
+    if tokenizer not in TOKENIZERS or len(rest) > 1:
+        raise SystemExit(f"--rows: {row!r} is not family:tokenizer[:field=value,...] over {list(TOKENIZERS)}")
+    fields: dict[str, float] = {}
+    for item in rest[0].split(",") if rest else []:
+        key, _, value = item.partition("=")
+        try:
+            fields[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            raise SystemExit(f"--rows: {row!r}: {item!r} is not field=number") from None
+    return family, tokenizer, fields
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("dataset", help="anything load_dataset reads")
@@ -105,7 +130,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset)
     windows = TrajectoryWindows(data, obs_window=args.obs_window, action_chunk=args.chunk)
-    rows = [tuple(r.split(":")) for r in args.rows] if args.rows else ROWS
+    rows = [parse_row(r) for r in args.rows] if args.rows else [(f, t, {}) for f, t in ROWS]
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {args.dataset}: "
         f"{data.num_episodes} episodes, obs {data.obs.shape[1]}, action {data.action.shape[1]}, "
@@ -118,16 +143,17 @@ def main() -> None:
         "| acting ms, batch 1 | VQ-BeT + rvq ms (same pairs) | / VQ-BeT + rvq |"
     )
     print("|---|---|---|---|---|---|---|")
-    for family, tokenizer in rows:
+    for family, tokenizer, fields in rows:
         policy, rate = (
             (reference, ref_rate)
-            if (family, tokenizer) == ("vqbet", "rvq")
+            if (family, tokenizer, fields) == ("vqbet", "rvq", {})
             else trained(
                 family,
                 tokenizer,
                 windows,
                 args.steps,
                 args.fit_steps,
+                fields,
                 **({"offset": False} if family == "ar" and args.ar_tokens_only else {}),
             )
         )
@@ -139,13 +165,14 @@ def main() -> None:
             lengths = torch.where(ended.any(1), ended.int().argmax(1), tokens.shape[1])
             # The timed chunk is the first observation's (greedy: the same tokens every call).
             emitted = f"{lengths.float().mean():.1f} / {int(lengths[0])}"
+        label = " ".join([tokenizer] + [f"{k}={v}" for k, v in fields.items()])
         ref_ms, ms, ratio = alternating_pairs(
             lambda: call_ms(reference.predict_action_chunk, obs[:1], args.calls),
             lambda p=policy: call_ms(p.predict_action_chunk, obs[:1], args.calls),
             3,
         )
         print(
-            f"| {family} | {tokenizer} | {tokens_per_chunk(policy, windows):.1f} / {emitted} | {rate:,.0f} "
+            f"| {family} | {label} | {tokens_per_chunk(policy, windows):.1f} / {emitted} | {rate:,.0f} "
             f"| {ms:.2f} | {ref_ms:.2f} | {ratio:.2f} |",
             flush=True,
         )
