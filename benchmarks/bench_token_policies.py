@@ -99,7 +99,7 @@ def tokens_per_chunk(policy: Policy, windows: TrajectoryWindows) -> float:
 
 
 def parse_row(row: str) -> tuple[str, str, dict[str, float]]:
-    """ "family:tokenizer[:field=value,...]" -> (family, tokenizer, tokenizer fields)."""
+    """A `--rows` entry, family:tokenizer[:field=value,...] -> (family, tokenizer, its fields)."""
     family, tokenizer, *rest = row.split(":")
     if tokenizer not in TOKENIZERS or len(rest) > 1:
         raise SystemExit(f"--rows: {row!r} is not family:tokenizer[:field=value,...] over {list(TOKENIZERS)}")
