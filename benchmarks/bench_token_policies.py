@@ -43,6 +43,7 @@ TOKENIZERS: dict[str, dict[str, Any]] = {
     "fast": dict(scale=10.0, vocab_size=1024),
 }
 """Each family at the setting of its configs/tokenizer/<name>.yaml."""
+FAMILIES = ("vqbet", "ar")
 ROWS = [("vqbet", t) for t in ("rvq", "fsq", "kmeans", "bins")] + [("ar", t) for t in TOKENIZERS]
 
 
@@ -100,17 +101,20 @@ def tokens_per_chunk(policy: Policy, windows: TrajectoryWindows) -> float:
 
 def parse_row(row: str) -> tuple[str, str, dict[str, float]]:
     """A `--rows` entry, family:tokenizer[:field=value,...] -> (family, tokenizer, its fields)."""
-    family, tokenizer, *rest = row.split(":")
-    if tokenizer not in TOKENIZERS or len(rest) > 1:
-        raise SystemExit(f"--rows: {row!r} is not family:tokenizer[:field=value,...] over {list(TOKENIZERS)}")
+    parts = row.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in FAMILIES or parts[1] not in TOKENIZERS:
+        raise SystemExit(
+            f"--rows: {row!r} is not family:tokenizer[:field=value,...] "
+            f"over {FAMILIES} and {list(TOKENIZERS)}"
+        )
     fields: dict[str, float] = {}
-    for item in rest[0].split(",") if rest else []:
+    for item in parts[2].split(",") if len(parts) == 3 else []:
         key, _, value = item.partition("=")
         try:
             fields[key] = int(value) if value.lstrip("-").isdigit() else float(value)
         except ValueError:
             raise SystemExit(f"--rows: {row!r}: {item!r} is not field=number") from None
-    return family, tokenizer, fields
+    return parts[0], parts[1], fields
 
 
 def main() -> None:

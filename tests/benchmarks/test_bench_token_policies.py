@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from vqbet.data import EpisodeData
 from vqbet.data.formats.hdf5 import write_hdf5
@@ -34,3 +35,12 @@ def test_a_rows_tokenizer_fields_change_its_tokenizer(tmp_path):
 
     out = _bench(source, "ar:fast:scale=coarse")
     assert out.returncode != 0 and "'scale=coarse' is not field=number" in out.stderr
+
+
+def test_a_row_without_a_known_family_and_tokenizer_is_refused_by_name():
+    from bench_token_policies import parse_row
+
+    assert parse_row("ar:fast:scale=2,vocab_size=512") == ("ar", "fast", {"scale": 2, "vocab_size": 512})
+    for row in ("ar", "mlp:rvq", "ar:vq", "ar:fast:scale=2:x"):
+        with pytest.raises(SystemExit, match=f"--rows: {row!r} is not family:tokenizer"):
+            parse_row(row)
