@@ -6,6 +6,7 @@ samples/s. Run with LeRobot's Python, with both plug-ins installed (docs/lerobot
         --env obs_type=pixels_state observation_width=32 observation_height=32 \
         --episodes 100 --first-seed 1000000 --train-log <lerobot-train's log> --out <name>.json
     python integrations/lerobot/side_by_side.py table <name>.json [<name>.json ...]
+    python integrations/lerobot/side_by_side.py progress <lerobot-train output dir> --steps N --batch B
 
 `evaluate` runs LeRobot's own processing (preprocess_observation, the env and policy processors)
 and the policy's `select_action` over `lerobot.envs.make_env` vector envs, as `lerobot-eval` does,
@@ -135,6 +136,28 @@ def samples_per_s(log: Path) -> float | None:
     return float(np.median(rates[len(rates) // 2 :])) if rates else None
 
 
+def progress(run: Path, steps: int, batch: int) -> int | None:
+    """Steps done by the lerobot-train run in `run` (None: no checkpoint yet), checked against the
+    steps and batch asked for, so a resumption never continues another protocol's run."""
+    last = run / "checkpoints" / "last"
+    state = last / "training_state" / "training_step.json"
+    if not state.is_file():
+        return None
+    config_file = last / "pretrained_model" / "train_config.json"
+    try:
+        config = json.loads(config_file.read_text())
+        done = int(json.loads(state.read_text())["step"])
+        trained = (int(config["steps"]), int(config["batch_size"]))
+    except (OSError, ValueError, KeyError) as error:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{last}: not a lerobot-train checkpoint ({error!r})") from error
+    if trained != (steps, batch):
+        raise ValueError(
+            f"{last} was trained for {trained[0]} steps at batch {trained[1]}, "
+            f"not {steps} at batch {batch}: pass those, or another out dir"
+        )
+    return done
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     options = dict(item.split("=", 1) for item in args.env)
@@ -195,9 +218,21 @@ def main() -> int:
     ev.add_argument("--out", type=Path, required=True)
     tb = sub.add_parser("table")
     tb.add_argument("files", type=Path, nargs="+")
+    pr = sub.add_parser("progress", help="print 'fresh', 'done' or the step a run resumes at")
+    pr.add_argument("run", type=Path, help="a lerobot-train --output_dir")
+    pr.add_argument("--steps", type=int, required=True)
+    pr.add_argument("--batch", type=int, required=True)
     args = parser.parse_args()
     if args.command == "table":
         print(table(args.files))
+        return 0
+    if args.command == "progress":
+        try:
+            done = progress(args.run, args.steps, args.batch)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print("fresh" if done is None else "done" if done >= args.steps else done)
         return 0
     result = evaluate(args)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
