@@ -142,8 +142,16 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert '"step": 300' not in state.read_text()
+    held = json.loads(state.read_text())
+    assert held["seconds"] > 0  # the killed job's time up to its checkpoint
+    # A stand-in for a long first job: the resumed run's train time must add its own to it.
+    state.write_text(json.dumps({**held, "seconds": 10_000.0}))
 
+    began = time.perf_counter()
     train(tmp, "killed", *steps, "resume=true")
+    took = time.perf_counter() - began
+    resumed = json.loads((tmp / "killed" / "results.json").read_text())["train_seconds"]
+    assert 10_000.0 < resumed < 10_000.0 + took
     a, b = weights(tmp / "full"), weights(tmp / "killed")
     assert a.keys() == b.keys()
     for key in a:

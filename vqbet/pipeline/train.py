@@ -242,11 +242,12 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
             resume=bool(cfg["resume"]),
             log=(lambda k, v, s: writer.add_scalar(k, v, s)) if writer is not None else None,
             on_eval=on_eval,
+            started=started,
         )
         if writer is None:  # ranks other than 0 are done: rank 0 evaluates and reports
             return {}
         writer.close()
-        train_seconds = time.perf_counter() - started
+        train_seconds = state["seconds"]  # this job's, plus the stopped jobs' it resumed
 
         best = load_policy(folder.best, obs_dim=task.obs_dim, action_dim=task.action_dim)
         best.to(device)  # the simulator stays on the CPU

@@ -202,6 +202,7 @@ def train_policy(
     progress: bool = True,
     log: Callable[[str, float, int], None] | None = None,
     on_eval: Callable[[Policy, int], dict[str, float]] | None = None,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Phase 2: train `policy` (after its `fit_statistics`, which this freezes) and write
     `run_dir/checkpoints/{last,best}`.
@@ -209,7 +210,10 @@ def train_policy(
     With `resume`, continues from `last`: weights, optimizer, schedule, RNG and batch order, so the
     result equals an uninterrupted run. `log(name, value, step)` receives scalars (e.g. tensorboard);
     `on_eval(acting_policy, step)` may add metrics (e.g. rollouts) at every evaluation.
+    The returned state's "seconds" is the run's wall time from `started` (a `time.perf_counter()`
+    value; the call by default), summed over the segments a resumed run took.
     """
+    started = time.perf_counter() if started is None else started
     rank, world, device = setup_distributed(resolve_device(config.device))
     main_process = rank == 0
     run = RunDir.of(run_dir)
@@ -249,6 +253,8 @@ def train_policy(
     else:
         torch.manual_seed(config.seed)
     start = int(state["step"])
+    # Time spent before the checkpoint this segment resumed from (steps redone after it count once).
+    earlier = float(state.get("seconds", 0.0))
     sampler = StepBatchSampler(
         len(train_set), config.batch_size, config.seed, start, config.steps, rank, world
     )
@@ -312,10 +318,10 @@ def train_policy(
                 state["best_step"] = step
                 acting.save_pretrained(best)
         if step % config.checkpoint_every == 0 or step == config.steps:
-            state["step"] = step
+            state.update(step=step, seconds=earlier + time.perf_counter() - started)
             save_checkpoint(last, policy, optimizer, state, acting)
     bar.close()
-    state["step"] = step
+    state.update(step=step, seconds=earlier + time.perf_counter() - started)
     if main_process:
         write_text(run.history, json.dumps(state["history"], indent=1))
     return state
