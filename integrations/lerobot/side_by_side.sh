@@ -33,7 +33,10 @@ multireach)
 pusht)
     collect=(task=pusht_pixels)
     env=(obs_type=pixels_agent_pos environment_state=true)
-    lerobot=()
+    # LeRobot's VQ-BeT makes one token per input feature but counts every dataset feature: given
+    # observation.environment_state (which vqbet learns to predict, training only) it fails with
+    # an IndexError. Its inputs are named: the camera and the pusher's position, as in LeRobot's pusht.
+    lerobot=('--policy.input_features={"observation.images.top": {"type": "VISUAL", "shape": [3, 96, 96]}, "observation.state": {"type": "STATE", "shape": [2]}}')
     ours=('--policy.policy_options={temperature: 0.6, action_relative_to: [0, 1], vision: {downsample: 2, env_state_weight: 1.0}}') ;;
 *)
     echo "error: task must be multireach or pusht, got '$task'" >&2
