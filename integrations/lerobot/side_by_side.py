@@ -109,6 +109,8 @@ def rollouts(env: Any, parts: tuple, episodes: int, first_seed: int) -> list[dic
                     "success": bool(_finished(info, "is_success", i)),
                     "order": [int(x) for x in order],
                 }
+                if "max_coverage" in info.get("final_info", info):  # PushT's graded progress
+                    ended[i]["max_coverage"] = float(_finished(info, "max_coverage", i))
             done |= terminated | truncated
         out.extend(e for e in ended if e is not None)
     return out[:episodes]
@@ -180,25 +182,33 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "success_interval": [low, high],
         "orders": len(set(orders)),
         "order_entropy": order_entropy(orders) if orders else 0.0,
+        "max_coverage": _mean_of(episodes, "max_coverage"),
         "acting_ms_batch1": ms,
         "train_samples_per_s": samples_per_s(args.train_log) if args.train_log else None,
         "label": args.label or args.checkpoint.parent.parent.parent.name,
     }
 
 
+def _mean_of(episodes: list[dict[str, Any]], key: str) -> float | None:
+    """The mean of the episodes' `key`, None when no episode has it."""
+    values = [e[key] for e in episodes if key in e]
+    return float(np.mean(values)) if values else None
+
+
 def table(files: list[Path]) -> str:
-    rows = [
-        "| policy | success (95% CI) | orders | order entropy | acting ms, batch 1 | training samples/s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for file in files:
-        r = json.loads(file.read_text())
+    results = [json.loads(file.read_text()) for file in files]
+    coverage = any(r.get("max_coverage") is not None for r in results)
+    head = "| policy | success (95% CI) | orders | order entropy |"
+    head += " mean max coverage |" if coverage else ""
+    rows = [head + " acting ms, batch 1 | training samples/s |", "|---" * (head.count("|") + 1) + "|"]
+    for r in results:
         low, high = r["success_interval"]
         rate = "-" if r["train_samples_per_s"] is None else f"{r['train_samples_per_s']:.0f}"
-        rows.append(
-            f"| {r['label']} | {r['success']:.2f} ({low:.2f}-{high:.2f}) | {r['orders']} | "
-            f"{r['order_entropy']:.3f} | {r['acting_ms_batch1']:.2f} | {rate} |"
-        )
+        row = f"| {r['label']} | {r['success']:.2f} ({low:.2f}-{high:.2f}) | {r['orders']} |"
+        row += f" {r['order_entropy']:.3f} |"
+        if coverage:
+            row += " - |" if r.get("max_coverage") is None else f" {r['max_coverage']:.3f} |"
+        rows.append(row + f" {r['acting_ms_batch1']:.2f} | {rate} |")
     return "\n".join(rows)
 
 

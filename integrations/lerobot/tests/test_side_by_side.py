@@ -94,3 +94,28 @@ def test_table_has_one_row_per_scored_checkpoint(tmp_path: Path) -> None:
     rows = side_by_side.table(files).splitlines()
     assert rows[2] == "| lerobot_vqbet | 0.98 (0.93-1.00) | 15 | 1.785 | 12.35 | 26 |"
     assert rows[3] == "| vqbetlib | 1.00 (0.95-1.00) | 15 | 1.785 | 12.35 | - |"
+
+
+def test_table_shows_pusht_coverage_where_a_checkpoint_has_it(tmp_path: Path) -> None:
+    files = []
+    for label, coverage in (("lerobot_vqbet", [0.5, 0.75]), ("vqbetlib", None)):
+        result = {
+            "label": label,
+            "success": 0.5,
+            "success_interval": [0.1, 0.9],
+            "orders": 2,
+            "order_entropy": 0.6931,
+            "acting_ms_batch1": 3.0,
+            "train_samples_per_s": 40.0,
+        }
+        if coverage is not None:
+            result["max_coverage"] = side_by_side._mean_of(
+                [{"max_coverage": c} for c in coverage], "max_coverage"
+            )
+        files.append(tmp_path / f"{label}.json")
+        files[-1].write_text(json.dumps(result))
+    rows = side_by_side.table(files).splitlines()
+    assert "mean max coverage" in rows[0]
+    assert rows[0].count("|") == rows[1].count("|") == rows[2].count("|") == rows[3].count("|") == 8
+    assert rows[2] == "| lerobot_vqbet | 0.50 (0.10-0.90) | 2 | 0.693 | 0.625 | 3.00 | 40 |"
+    assert rows[3] == "| vqbetlib | 0.50 (0.10-0.90) | 2 | 0.693 | - | 3.00 | 40 |"
