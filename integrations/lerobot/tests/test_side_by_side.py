@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "side_by_side.py"
@@ -119,3 +120,56 @@ def test_table_shows_pusht_coverage_where_a_checkpoint_has_it(tmp_path: Path) ->
     assert rows[0].count("|") == rows[1].count("|") == rows[2].count("|") == rows[3].count("|") == 8
     assert rows[2] == "| lerobot_vqbet | 0.50 (0.10-0.90) | 2 | 0.693 | 0.625 | 3.00 | 40 |"
     assert rows[3] == "| vqbetlib | 0.50 (0.10-0.90) | 2 | 0.693 | - | 3.00 | 40 |"
+
+
+class EndingEnv:
+    """A 2-env vector env whose env i ends its episode at step i + 2, reporting at that step (in
+    "final_info", as LeRobot's vector envs do) a success, an order and PushT's max coverage made
+    from its seed; before that, info holds other envs' unrelated values."""
+
+    num_envs = 2
+
+    def __init__(self, coverage: bool) -> None:
+        self.coverage = coverage
+
+    def reset(self, seed: list[int]) -> tuple[dict, dict]:
+        self.seeds, self.t = list(seed), 0
+        return {}, {}
+
+    def step(self, action: np.ndarray) -> tuple:
+        assert action.shape == (2, 2)
+        self.t += 1
+        ended = np.array([self.t == i + 2 for i in range(2)])
+        final = {
+            "is_success": np.array([s % 2 == 0 for s in self.seeds]),
+            "order": [[s % 3, 1] for s in self.seeds],
+        }
+        if self.coverage:
+            final["max_coverage"] = np.array([s / 100 for s in self.seeds])
+        info = {"final_info": final, "is_success": np.array([True, True]), "order": [[9], [9]]}
+        return {}, np.zeros(2), ended, np.zeros(2, dtype=bool), info
+
+
+class Resettable:
+    def __init__(self) -> None:
+        self.resets = 0
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+@pytest.mark.parametrize("coverage", [True, False])
+def test_rollouts_keep_each_episodes_end_as_reported(monkeypatch: pytest.MonkeyPatch, coverage: bool) -> None:
+    monkeypatch.setattr(side_by_side, "_act", lambda env, *parts: np.zeros((env.num_envs, 2)))
+    policy = Resettable()
+    episodes = side_by_side.rollouts(EndingEnv(coverage), (policy, None, None, None, None), 3, 10)
+    assert [e["seed"] for e in episodes] == [10, 11, 12]
+    assert [e["success"] for e in episodes] == [True, False, True]
+    assert [e["order"] for e in episodes] == [[1, 1], [2, 1], [0, 1]]
+    assert policy.resets == 2  # once per round of num_envs episodes
+    if coverage:
+        assert [e["max_coverage"] for e in episodes] == pytest.approx([0.10, 0.11, 0.12])
+        assert side_by_side._mean_of(episodes, "max_coverage") == pytest.approx(0.11)
+    else:
+        assert all("max_coverage" not in e for e in episodes)
+        assert side_by_side._mean_of(episodes, "max_coverage") is None
