@@ -81,10 +81,14 @@ def _act(
     return env_post({"action": action})["action"].to("cpu").numpy()
 
 
+def _final_info(info: dict[str, Any]) -> dict[str, Any]:
+    """The info of the step an episode ended (vector envs move it to "final_info")."""
+    return info.get("final_info", info)
+
+
 def _finished(info: dict[str, Any], key: str, i: int) -> Any:
-    """Env i's `key` at the step its episode ended (vector envs move it to "final_info")."""
-    source = info.get("final_info", info)
-    return source[key][i]
+    """Env i's `key` at the step its episode ended."""
+    return _final_info(info)[key][i]
 
 
 def rollouts(env: Any, parts: tuple, episodes: int, first_seed: int) -> list[dict[str, Any]]:
@@ -109,7 +113,7 @@ def rollouts(env: Any, parts: tuple, episodes: int, first_seed: int) -> list[dic
                     "success": bool(_finished(info, "is_success", i)),
                     "order": [int(x) for x in order],
                 }
-                if "max_coverage" in info.get("final_info", info):  # PushT's graded progress
+                if "max_coverage" in _final_info(info):  # PushT's graded progress
                     ended[i]["max_coverage"] = float(_finished(info, "max_coverage", i))
             done |= terminated | truncated
         out.extend(e for e in ended if e is not None)
@@ -198,18 +202,23 @@ def _mean_of(episodes: list[dict[str, Any]], key: str) -> float | None:
 def table(files: list[Path]) -> str:
     results = [json.loads(file.read_text()) for file in files]
     coverage = any(r.get("max_coverage") is not None for r in results)
-    head = "| policy | success (95% CI) | orders | order entropy |"
-    head += " mean max coverage |" if coverage else ""
-    rows = [head + " acting ms, batch 1 | training samples/s |", "|---" * (head.count("|") + 1) + "|"]
+    head = ["policy", "success (95% CI)", "orders", "order entropy"]
+    head += ["mean max coverage"] * coverage + ["acting ms, batch 1", "training samples/s"]
+    rows = [head, ["---"] * len(head)]
     for r in results:
         low, high = r["success_interval"]
-        rate = "-" if r["train_samples_per_s"] is None else f"{r['train_samples_per_s']:.0f}"
-        row = f"| {r['label']} | {r['success']:.2f} ({low:.2f}-{high:.2f}) | {r['orders']} |"
-        row += f" {r['order_entropy']:.3f} |"
+        row = [
+            r["label"],
+            f"{r['success']:.2f} ({low:.2f}-{high:.2f})",
+            str(r["orders"]),
+            f"{r['order_entropy']:.3f}",
+        ]
         if coverage:
-            row += " - |" if r.get("max_coverage") is None else f" {r['max_coverage']:.3f} |"
-        rows.append(row + f" {r['acting_ms_batch1']:.2f} | {rate} |")
-    return "\n".join(rows)
+            row.append("-" if r.get("max_coverage") is None else f"{r['max_coverage']:.3f}")
+        rate = r["train_samples_per_s"]
+        row += [f"{r['acting_ms_batch1']:.2f}", "-" if rate is None else f"{rate:.0f}"]
+        rows.append(row)
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
 def main() -> int:
